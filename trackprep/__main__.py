@@ -1,0 +1,3 @@
+from trackprep.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""I/O: dataset readers, manifests, stores, weights. Depends on trackprep.core only."""

@@ -1,0 +1,66 @@
+"""Names, dtypes and shapes of the two Zarr stores (../shared/DESIGN.md, "Store contracts").
+
+The annotation writer, the shard stage, `validate` and the track4gen trainer all
+read these definitions, so every array name is spelled in exactly one place.
+Dimension letters: T frames, H, W image size, N tracks, S segments, L segment length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+ANNOTATION_FORMAT = "trackprep.annotations"
+SEGMENT_FORMAT = "trackprep.segments"
+FORMAT_VERSION = 1
+
+# Root attribute keys shared by both stores.
+ATTR_FORMAT = "format"
+ATTR_FORMAT_VERSION = "format_version"
+ATTR_PACKAGE_VERSION = "package_version"
+ATTR_CONFIG = "config"
+# Per-video group attributes of the annotation store.
+ATTR_STATUS = "status"
+STATUS_COMPLETE = "complete"
+STATUS_FAILED = "failed"
+ATTR_ERROR = "error"
+
+SEGMENTS_GROUP = "segments"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    name: str
+    dtype: str  # numpy dtype name; "str" for variable-length strings
+    dims: tuple[str, ...]
+    meaning: str
+
+    def np_dtype(self) -> np.dtype:
+        return np.dtype(object) if self.dtype == "str" else np.dtype(self.dtype)
+
+
+# A.zarr/<dataset>/<video>/
+FRAMES = ArraySpec("frames", "uint8", ("T", "H", "W", "C"), "RGB frames at the working resolution")
+MASKS = ArraySpec("masks", "uint8", ("T", "H", "W"), "0 background, k object k, 255 void")
+HAS_MASK = ArraySpec("has_mask", "bool", ("T",), "True where the frame has a ground-truth mask")
+TRACKS = ArraySpec("tracks", "float32", ("N", "T", "XY"), "(x, y) in pixels; NaN where undefined")
+VISIBLE = ArraySpec("visible", "bool", ("N", "T"), "True where the track is defined")
+LABELS = ArraySpec("labels", "uint8", ("N",), "object id at the track's first annotated frame; 255 unknown")
+
+ANNOTATION_ARRAYS = (FRAMES, MASKS, HAS_MASK, TRACKS, VISIBLE, LABELS)
+
+# S.zarr/segments/
+SEG_FRAMES = ArraySpec("frames", "uint8", ("S", "L", "H", "W", "C"), "RGB frames")
+SEG_MASKS = ArraySpec("masks", "uint8", ("S", "L", "H", "W"), "0 background, k object k, 255 void")
+SEG_HAS_MASK = ArraySpec("has_mask", "bool", ("S", "L"), "True where the frame has a ground-truth mask")
+SEG_TRACKS = ArraySpec("tracks", "float32", ("S", "N", "L", "XY"), "(x, y); rows >= num_tracks[s] are padding")
+SEG_VISIBLE = ArraySpec("visible", "bool", ("S", "N", "L"), "True where the track is defined")
+SEG_LABELS = ArraySpec("labels", "uint8", ("S", "N"), "object id; 0 background")
+SEG_NUM_TRACKS = ArraySpec("num_tracks", "int32", ("S",), "number of real (non-padding) track rows")
+SEG_VIDEO = ArraySpec("video", "str", ("S",), '"<dataset>/<video>" the segment comes from')
+SEG_START = ArraySpec("start", "int32", ("S",), "first frame of the segment in its video")
+
+SEGMENT_ARRAYS = (
+    SEG_FRAMES, SEG_MASKS, SEG_HAS_MASK, SEG_TRACKS, SEG_VISIBLE, SEG_LABELS, SEG_NUM_TRACKS, SEG_VIDEO, SEG_START,
+)
