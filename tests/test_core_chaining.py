@@ -1,0 +1,167 @@
+"""The trajectory core against known answers (issue 2)."""
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from trackprep.core.chaining import chain_tracks, cycle_step, seed_grid
+from trackprep.core.labels import label_tracks
+from trackprep.core.sampling import sample_bilinear
+from trackprep.core.synthetic import make_scene
+from trackprep.core.types import FlowPair
+
+
+def constant_flow(t, h, w, dx, dy):
+    fwd = torch.empty(t - 1, 2, h, w)
+    fwd[:, 0], fwd[:, 1] = dx, dy
+    return FlowPair(forward=fwd, backward=-fwd)
+
+
+def test_sample_bilinear_is_exact_on_affine_fields_and_flags_outside_points():
+    h, w = 7, 11
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    field = torch.stack([2 * xs + 3 * ys + 1, -xs + 0.5 * ys])  # affine, so bilinear interpolation is exact
+    pts = torch.tensor([[0.0, 0.0], [10.0, 6.0], [3.25, 4.75], [-0.01, 2.0], [5.0, 6.01], [float("nan"), 1.0]])
+    values, inside = sample_bilinear(field, pts)
+    assert inside.tolist() == [True, True, True, False, False, False]
+    x, y = pts[:3, 0], pts[:3, 1]
+    expected = torch.stack([2 * x + 3 * y + 1, -x + 0.5 * y], dim=1)
+    torch.testing.assert_close(values[:3], expected, atol=1e-5, rtol=0)
+
+
+def test_sample_bilinear_rejects_bad_shapes():
+    with pytest.raises(ValueError, match=r"\[C, H, W\]"):
+        sample_bilinear(torch.zeros(2, 4), torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"\[\.\.\., 2\]"):
+        sample_bilinear(torch.zeros(2, 4, 4), torch.zeros(3, 3))
+
+
+def test_constant_translation_gives_exact_tracks():
+    t, h, w, dx, dy = 6, 40, 60, 1.25, -0.75
+    tracks = chain_tracks(constant_flow(t, h, w, dx, dy))
+    dense, visible = tracks.dense()
+    first = tracks.first_points()
+    frames = np.arange(t)[None, :]
+    expect_x = first[:, :1] + dx * (frames - tracks.start[:, None])
+    expect_y = first[:, 1:] + dy * (frames - tracks.start[:, None])
+    err = np.hypot(dense[..., 0] - expect_x, dense[..., 1] - expect_y)[visible]
+    assert err.max() < 1e-4
+    # a track ends exactly when its next point would leave the frame, or at the last frame
+    last = first + np.array([dx, dy], dtype=np.float32) * (tracks.lengths - 1)[:, None]
+    nxt = last + np.array([dx, dy], dtype=np.float32)
+    leaves = (nxt[:, 0] > w - 1) | (nxt[:, 1] < 0)
+    ends_at_last_frame = tracks.start + tracks.lengths == t
+    assert np.array_equal(leaves | ends_at_last_frame, np.ones(len(tracks), dtype=bool))
+    assert not (leaves & ~ends_at_last_frame & (tracks.lengths < 1)).any()
+
+
+def test_flow_and_its_exact_inverse_give_zero_cycle_error():
+    h, w = 32, 48
+    fl = constant_flow(2, h, w, 2.5, 1.0)
+    pts = seed_grid(h, w, stride=1)
+    _, keep, error = cycle_step(fl.forward[0], fl.backward[0], pts, cycle_threshold=1.5)
+    inside = (pts[:, 0] + 2.5 <= w - 1) & (pts[:, 1] + 1.0 <= h - 1)
+    assert error[inside].abs().max().item() == 0.0
+    assert torch.equal(keep, inside)
+
+
+def test_cycle_threshold_is_inclusive_and_configurable():
+    h, w = 20, 20
+    fwd = torch.zeros(1, 2, h, w)
+    bwd = torch.zeros(1, 2, h, w)
+    bwd[:, 0] = 1.5  # coming back 1.5 px off
+    fl = FlowPair(forward=fwd, backward=bwd)
+    assert len(chain_tracks(fl, cycle_threshold=1.5).start) == h * w  # all kept: nothing to reseed
+    strict = chain_tracks(fl, cycle_threshold=1.4)
+    assert (strict.lengths == 1).all() and (strict.start == 1).sum() == h * w  # all ended, all reseeded
+
+
+@pytest.fixture(scope="module")
+def scene_run():
+    # objects move 4-8 px/frame relative to each other, so most newly occluded points lie more
+    # than the excluded 2 px inside their occluder
+    scene = make_scene(seed=3, num_frames=24, max_speed=8.0, min_relative_speed=4.0)
+    frames, masks = scene.render()
+    tracks = label_tracks(chain_tracks(scene.flow()), masks, np.ones(24, dtype=bool))
+    return scene, masks, tracks
+
+
+def boundary_distance(masks):
+    """Distance of every pixel to the nearest change of object id, per frame."""
+    edges = np.zeros(masks.shape, dtype=bool)
+    edges[:, :, 1:] |= masks[:, :, 1:] != masks[:, :, :-1]
+    edges[:, 1:, :] |= masks[:, 1:, :] != masks[:, :-1, :]
+    return np.stack([ndimage.distance_transform_edt(~e) for e in edges])
+
+
+def test_oracle_chaining_reproduces_ground_truth_tracks(scene_run):
+    scene, _, tracks = scene_run
+    rows = np.random.default_rng(0).choice(len(tracks), 20000, replace=False)
+    queries = np.concatenate([tracks.start[rows, None], tracks.first_points()[rows]], axis=1)
+    gt, _ = scene.ground_truth(queries)
+    dense, visible = tracks.dense(rows)
+    err = np.linalg.norm(dense - gt, axis=-1)[visible]
+    assert np.median(err) < 0.05
+    assert np.percentile(err, 99) < 0.5
+
+
+def test_cycle_test_catches_occlusion(scene_run):
+    scene, masks, tracks = scene_run
+    t_all, h, w = masks.shape
+    dist = boundary_distance(masks)
+    # every track that starts near an object boundary: occlusions can only happen there
+    first = np.rint(tracks.first_points()).astype(int)
+    rows = np.flatnonzero(dist[tracks.start, first[:, 1], first[:, 0]] < 50)
+    queries = np.concatenate([tracks.start[rows, None], tracks.first_points()[rows]], axis=1)
+    gt, gt_visible = scene.ground_truth(queries)
+    start, length = tracks.start[rows].astype(np.int64), tracks.lengths[rows]
+    truth, predicted = [], []
+    for t in range(t_all - 1):
+        alive = (start <= t) & (t < start + length) & gt_visible[:, t]  # steps t -> t+1 of live, truly visible points
+        nxt = gt[:, t + 1]
+        in_frame = (nxt[:, 0] >= 2) & (nxt[:, 0] <= w - 3) & (nxt[:, 1] >= 2) & (nxt[:, 1] <= h - 3)
+        xi = np.clip(np.rint(nxt[:, 0]).astype(int), 0, w - 1)
+        yi = np.clip(np.rint(nxt[:, 1]).astype(int), 0, h - 1)
+        cur = gt[:, t]
+        xc = np.clip(np.rint(cur[:, 0]).astype(int), 0, w - 1)
+        yc = np.clip(np.rint(cur[:, 1]).astype(int), 0, h - 1)
+        # points within 2 px of an occlusion boundary are excluded from both counts
+        clear = (dist[t + 1, yi, xi] > 2) & (dist[t, yc, xc] > 2)
+        use = alive & in_frame & clear
+        truth.append(~gt_visible[use, t + 1])
+        predicted.append((start + length - 1 == t)[use])  # the track ended at this step
+    truth, predicted = np.concatenate(truth), np.concatenate(predicted)
+    assert truth.sum() > 200, "the scene must contain occlusions for this test to mean anything"
+    recall = (truth & predicted).sum() / truth.sum()
+    precision = (truth & predicted).sum() / predicted.sum()
+    print(f"occlusion recall {recall:.3f} precision {precision:.3f} over {truth.sum()} occlusion events")
+    assert recall >= 0.95, recall
+    assert precision >= 0.9, precision
+
+
+def test_seeding_covers_what_appears(scene_run):
+    scene, masks, tracks = scene_run
+    t_last = scene.num_frames - 1
+    at_last = tracks.start + tracks.lengths - 1 == t_last
+    pts = tracks.points[tracks.offsets[1:][at_last] - 1]
+    h, w = masks.shape[1:]
+    hit = np.zeros((h, w), dtype=bool)
+    hit[np.clip(np.rint(pts[:, 1]).astype(int), 0, h - 1), np.clip(np.rint(pts[:, 0]).astype(int), 0, w - 1)] = True
+    within_1px = ndimage.distance_transform_edt(~hit) <= 1.0
+    assert within_1px.mean() >= 0.95
+    assert (tracks.start > 0).sum() > 1000, "disocclusions and borders must have gained tracks"
+
+
+def test_seed_stride_seeds_every_kth_pixel():
+    tracks = chain_tracks(constant_flow(3, 16, 24, 0.0, 0.0), seed_stride=4)
+    assert len(tracks) == 4 * 6  # static scene: no reseeding
+    assert set(np.unique(tracks.first_points()[:, 0])) == {0, 4, 8, 12, 16, 20}
+
+
+def test_chain_rejects_bad_options():
+    fl = constant_flow(2, 8, 8, 0.0, 0.0)
+    with pytest.raises(ValueError, match="cycle_threshold"):
+        chain_tracks(fl, cycle_threshold=0)
+    with pytest.raises(ValueError, match="seed_stride"):
+        chain_tracks(fl, seed_stride=0)
