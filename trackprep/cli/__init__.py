@@ -17,7 +17,7 @@ app = typer.Typer(
 )
 
 # Order here is the order of `trackprep --help`.
-_COMMAND_MODULES = ("core_cmds", "flow_cmds", "shard_cmds", "eval_cmds", "dataset_cmds")
+_COMMAND_MODULES = ("annotate_cmds", "shard_cmds", "dataset_cmds", "flow_cmds", "eval_cmds", "core_cmds")
 
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"trackprep.cli.{_name}").register(app)

@@ -62,7 +62,7 @@ def pck(
     with np.errstate(invalid="ignore"):
         correct = (dist < thr) & scored
     n = np.count_nonzero(scored)
-    return float(np.count_nonzero(correct)) / n if n else float("nan")
+    return float(np.count_nonzero(correct)) / float(n) if n else float("nan")
 
 
 def segmentation_pck(

@@ -22,7 +22,9 @@ not one per benchmark query, so a query is answered by the tracks around it:
 
 Stores are read one block of rows at a time (`rows_per_chunk`): each block updates
 every query's k nearest candidates and only those candidates' rows are kept, so
-memory is bounded by one block plus Q * k tracks, however long the video.
+memory is bounded by one block plus Q * k tracks, however long the video. The scan
+first looks only within 8 px of each query (dense tracks lie about 1 px apart), and
+scans again without limit for the queries that found fewer than k tracks there.
 `tracks`/`visible` may be numpy arrays or anything sliceable by rows that returns
 one (a Zarr array).
 """
@@ -37,6 +39,7 @@ from scipy.spatial import cKDTree
 DEFAULT_NEIGHBOURS = 4
 DEFAULT_RADIUS = 2.0  # px at the store's resolution
 DEFAULT_ROWS_PER_CHUNK = 32768  # ~26 MB of float32 tracks per block at T = 100
+_SEARCH_PX = 8.0  # first-pass search radius, px at the store's resolution
 
 
 def check_queries(queries: np.ndarray, num_frames: int) -> np.ndarray:
@@ -55,23 +58,41 @@ def check_queries(queries: np.ndarray, num_frames: int) -> np.ndarray:
     return queries
 
 
-def _nearest_in_block(tracks: np.ndarray, visible: np.ndarray, queries: np.ndarray, *, k: int):
-    """Per query, its k nearest rows of this block among those defined at the query frame:
-    (dist float64 [Q, k] inf-padded, rows int64 [Q, k] -1-padded, block-local)."""
+def _cell_keys(points: np.ndarray, cell: float, *, around: bool = False) -> np.ndarray:
+    """int64 keys of the `cell`-sized grid cells holding points [P, 2] (with `around`, also
+    their 8 neighbouring cells, so that every point within `cell` of them is covered)."""
+    ij = np.floor(points / cell).astype(np.int64)
+    if around:
+        offsets = np.array([(di, dj) for di in (-1, 0, 1) for dj in (-1, 0, 1)])
+        ij = (ij[:, None, :] + offsets[None]).reshape(-1, 2)
+    return ij[:, 0] * (1 << 32) + ij[:, 1]
+
+
+def _nearest_in_block(tracks: np.ndarray, visible: np.ndarray, queries: np.ndarray, *, k: int, bound: float):
+    """Per query, its k nearest rows of this block among those defined at the query frame and
+    closer than `bound`: (dist float64 [Q, k] inf-padded, rows int64 [Q, k] -1-padded, block-local)."""
     q = queries.shape[0]
     dist = np.full((q, k), np.inf)
     rows = np.full((q, k), -1, dtype=np.int64)
     frames = queries[:, 0].astype(np.int64)
     for t in np.unique(frames):
         candidates = np.flatnonzero(visible[:, t])
+        which = np.flatnonzero(frames == t)
+        points = tracks[candidates, t]
+        if np.isfinite(bound) and candidates.size > 8 * which.size:
+            # Few queries, many tracks: keep only tracks in the bound-sized grid cells around
+            # some query (a superset of those within `bound`) before building a tree.
+            keep = np.isin(_cell_keys(points, bound), _cell_keys(queries[which, 1:], bound, around=True))
+            candidates, points = candidates[keep], points[keep]
         if candidates.size == 0:
             continue
-        which = np.flatnonzero(frames == t)
         kk = min(k, candidates.size)
-        d, i = cKDTree(tracks[candidates, t]).query(queries[which, 1:], k=kk)
+        tree = cKDTree(points, balanced_tree=False, compact_nodes=False)  # faster to build, as fast to query
+        d, i = tree.query(queries[which, 1:], k=kk, distance_upper_bound=bound)
         d, i = d.reshape(which.size, kk), i.reshape(which.size, kk)
+        found = np.isfinite(d)  # scipy marks a missing neighbour with inf and index n
         dist[which, :kk] = d
-        rows[which, :kk] = candidates[i]
+        rows[which, :kk] = np.where(found, candidates[np.minimum(i, candidates.size - 1)], -1)
     return dist, rows
 
 
@@ -80,6 +101,37 @@ def _merge(dist_a, rows_a, dist_b, rows_b, *, k: int):
     rows = np.concatenate([rows_a, rows_b], axis=1)
     order = np.argsort(dist, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(dist, order, axis=1), np.take_along_axis(rows, order, axis=1)
+
+
+def _scan(tracks: Any, visible: Any, queries: np.ndarray, *, k: int, rows_per_chunk: int, bound: float):
+    """One pass over the rows in blocks: each query's k nearest tracks closer than `bound`,
+    with those tracks' rows (see `nearest_tracks`)."""
+    n, t = int(tracks.shape[0]), int(tracks.shape[1])
+    q = queries.shape[0]
+    best_d = np.full((q, k), np.inf)
+    best_r = np.full((q, k), -1, dtype=np.int64)
+    kept_rows = np.zeros(0, dtype=np.int64)  # sorted rows held in memory, all current candidates
+    kept_tracks = np.zeros((0, t, 2), dtype=np.float32)
+    kept_visible = np.zeros((0, t), dtype=bool)
+    for a in range(0, n, rows_per_chunk):
+        b = min(n, a + rows_per_chunk)
+        block_tracks = np.asarray(tracks[a:b], dtype=np.float32)
+        block_visible = np.asarray(visible[a:b], dtype=bool)
+        d, r = _nearest_in_block(block_tracks, block_visible, queries, k=k, bound=bound)
+        best_d, best_r = _merge(best_d, best_r, d, np.where(r >= 0, r + a, -1), k=k)
+        wanted = np.unique(best_r[best_r >= 0])
+        new = wanted[(wanted >= a) & (wanted < b)]
+        old = np.isin(kept_rows, wanted)
+        kept_rows = np.concatenate([kept_rows[old], new])  # old rows < a <= new rows: stays sorted
+        kept_tracks = np.concatenate([kept_tracks[old], block_tracks[new - a]])
+        kept_visible = np.concatenate([kept_visible[old], block_visible[new - a]])
+    valid = best_r >= 0
+    nb_tracks = np.full((q, k, t, 2), np.nan, dtype=np.float32)
+    nb_visible = np.zeros((q, k, t), dtype=bool)
+    at = np.searchsorted(kept_rows, best_r[valid])
+    nb_tracks[valid] = kept_tracks[at]
+    nb_visible[valid] = kept_visible[at]
+    return best_d, best_r, nb_tracks, nb_visible
 
 
 def nearest_tracks(
@@ -104,34 +156,16 @@ def nearest_tracks(
     if k < 1 or rows_per_chunk < 1:
         raise ValueError(f"k and rows_per_chunk must be >= 1, got k={k}, rows_per_chunk={rows_per_chunk}")
     queries = check_queries(queries, t)
-    q = queries.shape[0]
-    best_d = np.full((q, k), np.inf)
-    best_r = np.full((q, k), -1, dtype=np.int64)
-    kept_rows = np.zeros(0, dtype=np.int64)  # sorted rows held in memory, all current candidates
-    kept_tracks = np.zeros((0, t, 2), dtype=np.float32)
-    kept_visible = np.zeros((0, t), dtype=bool)
-    for a in range(0, n, rows_per_chunk):
-        b = min(n, a + rows_per_chunk)
-        block_tracks = np.asarray(tracks[a:b], dtype=np.float32)
-        block_visible = np.asarray(visible[a:b], dtype=bool)
-        d, r = _nearest_in_block(block_tracks, block_visible, queries, k=k)
-        best_d, best_r = _merge(best_d, best_r, d, np.where(r >= 0, r + a, -1), k=k)
-        wanted = np.unique(best_r[best_r >= 0])
-        new = wanted[(wanted >= a) & (wanted < b)]
-        old = np.isin(kept_rows, wanted)
-        kept_rows = np.concatenate([kept_rows[old], new])  # old rows < a <= new rows: stays sorted
-        kept_tracks = np.concatenate([kept_tracks[old], block_tracks[new - a]])
-        kept_visible = np.concatenate([kept_visible[old], block_visible[new - a]])
-    valid = best_r >= 0
-    at = np.searchsorted(kept_rows, np.where(valid, best_r, 0))
-    at = np.minimum(at, max(kept_rows.size - 1, 0))
-    if kept_rows.size:
-        nb_tracks = np.where(valid[..., None, None], kept_tracks[at], np.nan).astype(np.float32)
-        nb_visible = kept_visible[at] & valid[..., None]
-    else:
-        nb_tracks = np.full((q, k, t, 2), np.nan, dtype=np.float32)
-        nb_visible = np.zeros((q, k, t), dtype=bool)
-    return best_d, best_r, nb_tracks, nb_visible
+    # Dense annotations have a track about every pixel, so the k nearest are almost always
+    # within a few pixels: search there first, and again without limit only for the queries
+    # that found fewer than k (sparse tracks, or a query where no track reaches).
+    found = _scan(tracks, visible, queries, k=k, rows_per_chunk=rows_per_chunk, bound=_SEARCH_PX)
+    short = np.flatnonzero(~np.isfinite(found[0]).all(axis=1))
+    if short.size:
+        again = _scan(tracks, visible, queries[short], k=k, rows_per_chunk=rows_per_chunk, bound=np.inf)
+        for whole, part in zip(found, again):
+            whole[short] = part
+    return found
 
 
 def follow_neighbours(

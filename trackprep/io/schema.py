@@ -54,13 +54,18 @@ ANNOTATION_ARRAYS = (FRAMES, MASKS, HAS_MASK, TRACKS, VISIBLE, LABELS)
 SEG_FRAMES = ArraySpec("frames", "uint8", ("S", "L", "H", "W", "C"), "RGB frames")
 SEG_MASKS = ArraySpec("masks", "uint8", ("S", "L", "H", "W"), "0 background, k object k, 255 void")
 SEG_HAS_MASK = ArraySpec("has_mask", "bool", ("S", "L"), "True where the frame has a ground-truth mask")
+# Stored float32 by default; `trackprep shard --tracks-dtype float16` halves its size. Readers upcast.
 SEG_TRACKS = ArraySpec("tracks", "float32", ("S", "N", "L", "XY"), "(x, y); rows >= num_tracks[s] are padding")
 SEG_VISIBLE = ArraySpec("visible", "bool", ("S", "N", "L"), "True where the track is defined")
 SEG_LABELS = ArraySpec("labels", "uint8", ("S", "N"), "object id; 0 background")
 SEG_NUM_TRACKS = ArraySpec("num_tracks", "int32", ("S",), "number of real (non-padding) track rows")
 SEG_VIDEO = ArraySpec("video", "str", ("S",), '"<dataset>/<video>" the segment comes from')
 SEG_START = ArraySpec("start", "int32", ("S",), "first frame of the segment in its video")
+# Added beyond DESIGN.md: ties each segment row back to its video's annotation-store row.
+SEG_TRACK_IDS = ArraySpec(
+    "track_ids", "int32", ("S", "N"), "row of the track in its video's annotation-store arrays; -1 for padding"
+)
 
 SEGMENT_ARRAYS = (
-    SEG_FRAMES, SEG_MASKS, SEG_HAS_MASK, SEG_TRACKS, SEG_VISIBLE, SEG_LABELS, SEG_NUM_TRACKS, SEG_VIDEO, SEG_START,
+    SEG_FRAMES, SEG_MASKS, SEG_HAS_MASK, SEG_TRACKS, SEG_VISIBLE, SEG_LABELS, SEG_NUM_TRACKS, SEG_VIDEO, SEG_START, SEG_TRACK_IDS,
 )

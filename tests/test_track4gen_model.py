@@ -1,0 +1,150 @@
+"""The tracking head on the tiny SVD UNet: refiner layout, zero-conv identity, gradient routing, loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from track4gen.losses import correspondence_loss, diffusion_loss
+from track4gen.model import SUBFOLDERS, Track4GenUNet, load_components, select_trainable
+from track4gen.refiner import Refiner, TrackingHead, hook_module
+from track4gen.tiny_model import build_tiny_pipeline, make_tiny_model
+
+B, F, H, W = 1, 4, 64, 96  # latents 8 x 12
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The tiny model is far too small to gain from threads; on a shared CPU they only contend.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return build_tiny_pipeline(seed=0)
+
+
+def unet_inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, F, 8, H // 8, W // 8, generator=g), torch.tensor([0.25]),
+            torch.randn(B, 1, 32, generator=g), torch.tensor([[6.0, 127.0, 0.02]]))
+
+
+def test_refiner_layout_and_dirac_init():
+    r = Refiner(16)
+    convs = [m for m in r if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 8 and all(c.kernel_size == (3, 3) and c.stride == (1, 1) and c.padding == (1, 1) for c in convs)
+    kinds = [type(m).__name__ for m in r]
+    assert kinds == ["Conv2d", "BatchNorm2d", "ReLU"] * 7 + ["Conv2d", "ReLU"]
+    # Dirac kernels: in eval mode with fresh BN statistics the stack is ReLU(x) up to BN's epsilon.
+    r.eval()
+    x = torch.randn(2, 16, 5, 7)
+    assert torch.allclose(r(x), torch.relu(x) / (1 + 1e-5) ** 3.5, atol=1e-5)
+
+
+def test_head_hooks_the_third_decoder_upsampler_with_its_channel_count(pipe):
+    assert hook_module(pipe.unet) is pipe.unet.up_blocks[2].upsamplers[0]
+    model = Track4GenUNet(pipe.unet)
+    assert model.head.zero_conv.in_channels == pipe.unet.up_blocks[2].upsamplers[0].out_channels == 64
+    model.detach_head()
+
+
+def test_zero_conv_at_zero_leaves_the_unet_output_unchanged(pipe):
+    unet = pipe.unet
+    x, t, emb, ids = unet_inputs()
+    with torch.no_grad():
+        plain = unet(x, t, encoder_hidden_states=emb, added_time_ids=ids).sample
+        model = Track4GenUNet(unet)
+        try:
+            hooked, feats = model(x, t, emb, ids)
+            assert torch.equal(hooked, plain)
+            assert feats.shape == (B, F, 64, H // 8, W // 8)
+            model.head.zero_conv.weight.normal_(std=0.1)
+            changed, _ = model(x, t, emb, ids)
+            assert (changed - plain).abs().max().item() > 1e-3
+        finally:
+            model.detach_head()
+
+
+def test_gradients_reach_the_zero_conv_from_the_diffusion_loss_and_the_refiner_from_the_correspondence_loss(pipe):
+    unet = pipe.unet
+    select_trainable(unet, which="temporal")
+    model = Track4GenUNet(unet)
+    try:
+        x, t, emb, ids = unet_inputs(1)
+        out, feats = model(x, t, emb, ids)
+        sigma = torch.tensor([1.0])
+        clean = torch.randn_like(out)
+        diffusion_loss(out, x[:, :, :4], clean, sigma).backward(retain_graph=True)
+        assert model.head.zero_conv.weight.grad.abs().sum().item() > 0
+        assert all(p.grad is None for p in model.head.refiner.parameters())
+
+        model.zero_grad(set_to_none=True)
+        k = 16
+        g = torch.Generator().manual_seed(2)
+        xy = torch.rand(B, k, 2, generator=g) * torch.tensor([W - 1.0, H - 1.0])
+        l_corr = correspondence_loss(
+            feats, query_frame=torch.zeros(B, k, dtype=torch.long), query_xy=xy,
+            target_frame=torch.ones(B, k, dtype=torch.long), target_xy=xy + 3.0,
+            valid=torch.ones(B, k, dtype=torch.bool), image_size=(H, W),
+        )
+        l_corr.backward()
+        refiner_grad = sum(p.grad.abs().sum().item() for p in model.head.refiner.parameters() if p.grad is not None)
+        assert refiner_grad > 0
+        assert model.head.zero_conv.weight.grad is None
+        # The correspondence loss also reaches the UNet's temporal blocks before the hook.
+        before = [p for n, p in unet.named_parameters() if p.requires_grad and n.startswith("down_blocks")]
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in before)
+    finally:
+        model.detach_head()
+        unet.requires_grad_(True)
+        unet.zero_grad(set_to_none=True)
+
+
+def test_trainable_selection(pipe):
+    unet = pipe.unet
+    try:
+        temporal = select_trainable(unet, which="temporal")
+        assert temporal and all("temporal_transformer_blocks" in n for n in temporal)
+        both = select_trainable(unet, which="spatial-temporal")
+        assert set(temporal) < set(both) and any(".transformer_blocks." in n for n in both)
+        frozen = [n for n, p in unet.named_parameters() if not p.requires_grad]
+        assert any("conv_in" in n for n in frozen)
+        with pytest.raises(ValueError, match="temporal"):
+            select_trainable(unet, which="everything")
+    finally:
+        unet.requires_grad_(True)
+
+
+def test_loads_a_saved_tiny_model_and_its_fp16_variant(tmp_path, pipe):
+    make_tiny_model(tmp_path / "plain")
+    parts = load_components(tmp_path / "plain")
+    sd = dict(pipe.unet.state_dict())
+    assert all(torch.equal(v, sd[k]) for k, v in parts.unet.state_dict().items())
+    assert parts.image_encoder.config.image_size == 224 and len(parts.unet.up_blocks) == 4
+
+    pipe_fp16 = build_tiny_pipeline(seed=0)
+    pipe_fp16.to(torch.float16)
+    pipe_fp16.save_pretrained(tmp_path / "half", variant="fp16")
+    half = load_components(tmp_path / "half")  # fp16-only files are picked up without being asked for
+    assert next(half.unet.parameters()).dtype == torch.float32
+
+
+def test_missing_model_folder_names_what_is_expected(tmp_path):
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(FileNotFoundError, match="missing vae/, image_encoder/, feature_extractor/"):
+        load_components(tmp_path)
+    with pytest.raises(FileNotFoundError, match="--allow-hub"):
+        load_components(tmp_path / "nope")
+    assert SUBFOLDERS == ("unet", "vae", "image_encoder", "feature_extractor")
+
+
+def test_head_refuses_a_wrong_channel_count(pipe):
+    from track4gen.refiner import attach_head
+
+    with pytest.raises(ValueError, match="64"):
+        attach_head(pipe.unet, TrackingHead(32))

@@ -1,0 +1,304 @@
+"""`track4gen train`: fine-tune Stable Video Diffusion with Track4Gen's refiner and correspondence loss.
+
+One linear script in numbered steps (the shape of diffusers' train_text_to_image.py):
+1. Accelerate, logging, seeds; 2. load SVD and attach the head; 3. choose trainable
+parameters; 4. optimiser and LR schedule; 5. streaming data; 6. resume; 7. the loop
+(L = L_diff + lambda * L_corr, Sec. 3.3), with rotated checkpoints and TensorBoard scalars.
+Run data-parallel on many GPUs/machines with `accelerate launch -m track4gen.cli train ...`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from track4gen import checkpoint as ckpt
+from track4gen import conditioning as cond
+from track4gen.data import FG_SHARE, NUM_PAIRS, SegmentStream, model_frames
+from track4gen.losses import (
+    CORRESPONDENCE_WEIGHT,
+    SOFTMAX_TEMPERATURE,
+    correspondence_loss,
+    diffusion_loss,
+    edm_scalings,
+    sample_sigmas,
+)
+from track4gen.model import SVDComponents, Track4GenUNet, load_components, select_trainable
+
+logger = logging.getLogger("track4gen.train")
+
+
+@dataclass
+class TrainConfig:
+    store: str
+    pretrained: str
+    out: str
+    max_steps: int = 20000
+    batch_size: int = 1
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-5  # Sec. 4.1 / App.: AdamW, lr 1e-5
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    trainable: str = "temporal"
+    corr_weight: float = CORRESPONDENCE_WEIGHT
+    num_pairs: int = NUM_PAIRS
+    fg_share: float = FG_SHARE
+    temperature: float = SOFTMAX_TEMPERATURE
+    fps: int = cond.FPS
+    motion_bucket_id: int = cond.MOTION_BUCKET_ID
+    conditioning_dropout: float = 0.0
+    mixed_precision: str = "no"  # "no", "fp16", "bf16"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 500
+    checkpoints_total_limit: int = 3
+    resume: str | None = None  # "latest" or a checkpoint folder
+    num_workers: int = 2
+    seed: int = 0
+    variant: str | None = None
+    allow_hub: bool = False
+    log_every: int = 1
+    cpu: bool = False  # force CPU (with torchrun: data-parallel over CPU processes, gloo)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    first_step: int  # the step number the run started at (1, or last checkpoint + 1)
+    last_step: int
+    losses: list[dict[str, float]]  # per optimiser step: step, total, diffusion, correspondence
+    checkpoints: list[Path]
+
+
+def validate(cfg: TrainConfig) -> None:
+    if cfg.max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {cfg.max_steps}")
+    if cfg.batch_size < 1 or cfg.gradient_accumulation_steps < 1:
+        raise ValueError(f"batch_size and gradient_accumulation_steps must be >= 1, got "
+                         f"{cfg.batch_size}, {cfg.gradient_accumulation_steps}")
+    if cfg.checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
+    if cfg.mixed_precision not in ("no", "fp16", "bf16"):
+        raise ValueError(f"mixed_precision: expected 'no', 'fp16' or 'bf16', got {cfg.mixed_precision!r}")
+    if not Path(cfg.store).exists():
+        raise FileNotFoundError(f"--store {cfg.store}: no such segment store")
+
+
+LOSS_KEYS = ("total", "diffusion", "correspondence")
+
+
+def compute_losses(
+    model: torch.nn.Module,
+    parts: SVDComponents,
+    batch: dict[str, torch.Tensor],
+    *,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
+    """One forward pass: {'total', 'diffusion', 'correspondence'} for a batch from SegmentStream."""
+    frames = batch["frames"]
+    if frames.dtype == torch.uint8:  # scale_frames=False: scale on the device
+        frames = model_frames(frames)
+    # frames: [B, F, 3, H, W] in [-1, 1]
+    b, f, _, height, width = frames.shape
+    device = frames.device
+    fe = parts.feature_extractor
+    with torch.no_grad():
+        latents = cond.encode_video(parts.vae, frames, generator=generator).float()
+        aug = cond.sample_cond_aug(b, generator=generator).to(device)
+        first = frames[:, 0]
+        noise0 = torch.randn(first.shape, generator=generator).to(device)
+        cond_latents = cond.encode_condition(parts.vae, first + aug.view(b, 1, 1, 1) * noise0).float()
+        embeddings = cond.clip_image_embeddings(parts.image_encoder, first, mean=fe.image_mean, std=fe.image_std).float()
+    if cfg.conditioning_dropout > 0:
+        keep_emb, keep_img = cond.conditioning_dropout_masks(b, prob=cfg.conditioning_dropout, generator=generator)
+        embeddings = embeddings * keep_emb.to(device).view(b, 1, 1)
+        cond_latents = cond_latents * keep_img.to(device).view(b, 1, 1, 1)
+    time_ids = cond.added_time_ids(fps=cfg.fps, motion_bucket_id=cfg.motion_bucket_id, noise_aug_strength=aug)
+
+    sigma = sample_sigmas(b, generator=generator, device=device)
+    noise = torch.randn(latents.shape, generator=generator).to(device)
+    noisy = latents + sigma.view(b, 1, 1, 1, 1) * noise
+    sc = edm_scalings(sigma)
+    unet_in = torch.cat([sc.c_in.view(b, 1, 1, 1, 1) * noisy, cond_latents.unsqueeze(1).expand(-1, f, -1, -1, -1)], dim=2)
+    out, features = model(unet_in, sc.c_noise, embeddings, time_ids)
+    l_diff = diffusion_loss(out, noisy, latents, sigma)
+    l_corr = correspondence_loss(
+        features,
+        query_frame=batch["query_frame"], query_xy=batch["query_xy"],
+        target_frame=batch["target_frame"], target_xy=batch["target_xy"],
+        valid=batch["valid"], image_size=(height, width), temperature=cfg.temperature,
+    )
+    return {"total": l_diff + cfg.corr_weight * l_corr, "diffusion": l_diff, "correspondence": l_corr}
+
+
+def build_model(parts: SVDComponents, *, cfg: TrainConfig) -> tuple[Track4GenUNet, list[str]]:
+    parts.vae.requires_grad_(False).eval()
+    parts.image_encoder.requires_grad_(False).eval()
+    names = select_trainable(parts.unet, which=cfg.trainable)
+    model = Track4GenUNet(parts.unet)
+    if cfg.gradient_checkpointing:
+        parts.unet.enable_gradient_checkpointing()
+    return model, names
+
+
+def make_optimizer(model: Track4GenUNet, *, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, *, cfg: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    warm = max(cfg.warmup_steps, 0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run training to `cfg.max_steps`; see the module docstring for the steps."""
+    from accelerate.state import AcceleratorState
+
+    validate(cfg)
+    try:
+        return _train(cfg)
+    finally:
+        # Accelerate keeps one process-wide state; clear it so another run in this process
+        # (tests, notebooks) may choose a different precision or device.
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def _train(cfg: TrainConfig) -> TrainResult:
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    out = Path(cfg.out)
+    # 1. Accelerate: device placement, DDP, mixed precision, gradient accumulation, TensorBoard.
+    accelerator = Accelerator(
+        cpu=cfg.cpu,
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+    )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank)  # per-process noise stream
+    torch.manual_seed(cfg.seed + rank)
+
+    # 2. SVD components; frozen parts in the mixed-precision dtype, the trained ones in fp32.
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
+    parts = load_components(cfg.pretrained, variant=cfg.variant, allow_hub=cfg.allow_hub)
+    model, trainable_names = build_model(parts, cfg=cfg)
+    for frozen in (parts.vae, parts.image_encoder):
+        frozen.to(accelerator.device)
+        if weight_dtype != torch.float32:
+            frozen.to(dtype=weight_dtype)
+
+    # 3-4. Optimiser over the temporal blocks (by default), refiner and zero conv.
+    optimizer = make_optimizer(model, cfg=cfg)
+    scheduler = make_scheduler(optimizer, cfg=cfg)
+
+    # 5. Data: the dataset splits by rank itself, so the DataLoader is not handed to Accelerate.
+    dataset = SegmentStream(cfg.store, num_pairs=cfg.num_pairs, fg_share=cfg.fg_share, seed=cfg.seed,
+                            scale_frames=False, rank=rank, world_size=world)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
+                        pin_memory=accelerator.device.type == "cuda")
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+
+    # 6. Resume: weights, optimiser, schedule, RNG streams and the position in the data.
+    step, epoch, batches_done = 0, 0, 0
+    if cfg.resume:
+        where = ckpt.resolve_checkpoint(out, cfg.resume)
+        state = ckpt.read_state(where)
+        ckpt.load_trainable_state(unwrapped, ckpt.load_weights(where))
+        optimizer.load_state_dict(ckpt.load_optimizer_state(where / ckpt.OPTIMIZER))
+        scheduler.load_state_dict(state["scheduler"])
+        rng_file = where / f"rng-{rank}.safetensors"
+        if rng_file.is_file():
+            ckpt.restore_rng(rng_file, generator)
+        step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
+        logger.info("resumed from %s at step %d", where, step)
+    first_step = step + 1
+    if step >= cfg.max_steps:
+        raise ValueError(f"checkpoint is at step {step}, already >= --max-steps {cfg.max_steps}")
+
+    accelerator.init_trackers("track4gen", config={k: str(v) for k, v in cfg.to_dict().items()})
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        logger.info("training %d UNet tensors + head; %d processes; from step %d", len(trainable_names), world, first_step)
+
+    # 7. The loop: epochs of the streaming dataset until max_steps optimiser steps.
+    losses: list[dict[str, float]] = []
+    saved: list[Path] = []
+    model.train()
+    t0 = time.perf_counter()
+    for epoch in itertools.count(epoch):
+        dataset.set_epoch(epoch, skip_batches=batches_done, batch_size=cfg.batch_size)
+        seen_any = False
+        for batch in loader:
+            seen_any = True
+            batches_done += 1
+            with accelerator.accumulate(model):
+                terms = compute_losses(model, parts, _to_device(batch, accelerator.device), cfg=cfg, generator=generator)
+                accelerator.backward(terms["total"])
+                if accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            scheduler.step()
+            step += 1
+            # Mean over processes (a collective: every rank takes part), for logs and the result.
+            means = accelerator.reduce(torch.stack([terms[k].detach().float() for k in LOSS_KEYS]), reduction="mean")
+            record = {"step": step, **dict(zip(LOSS_KEYS, means.tolist()))}
+            losses.append(record)
+            if step % cfg.log_every == 0 and accelerator.is_main_process:
+                accelerator.log({"loss/total": record["total"], "loss/diffusion": record["diffusion"],
+                                 "loss/correspondence": record["correspondence"],
+                                 "lr": scheduler.get_last_lr()[0]}, step=step)
+                logger.info("step %d  L=%.4f  L_diff=%.4f  L_corr=%.4f  (%.2fs/step)", step, record["total"],
+                            record["diffusion"], record["correspondence"], (time.perf_counter() - t0) / len(losses))
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+                saved.append(_save(accelerator, out, step, unwrapped, optimizer, scheduler, generator,
+                                   epoch=epoch, batches_done=batches_done, cfg=cfg))
+            if step >= cfg.max_steps:
+                accelerator.end_training()
+                return TrainResult(first_step=first_step, last_step=step, losses=losses, checkpoints=saved)
+        if not seen_any and batches_done == 0:
+            raise ValueError(
+                f"{cfg.store}: an epoch gave no batch ({len(dataset.reader)} segments over {world} processes, "
+                f"batch size {cfg.batch_size}); use a smaller batch or more segments"
+            )
+        batches_done = 0
+    raise AssertionError("unreachable")
+
+
+def _save(accelerator, out: Path, step: int, model, optimizer, scheduler, generator, *, epoch: int,
+          batches_done: int, cfg: TrainConfig) -> Path:
+    ckpt.write_process_rng(out, step, accelerator.process_index, generator)
+    accelerator.wait_for_everyone()
+    final = ckpt.checkpoint_dir(out, step)
+    if accelerator.is_main_process:
+        state = {"step": step, "epoch": epoch, "batches_done": batches_done, "scheduler": scheduler.state_dict(),
+                 "num_processes": accelerator.num_processes, "config": cfg.to_dict()}
+        ckpt.write_main(out, step, model=model, optimizer=optimizer, state=state)
+        final = ckpt.publish(out, step, keep=cfg.checkpoints_total_limit)
+        logger.info("saved %s", final)
+    accelerator.wait_for_everyone()
+    return final

@@ -1,0 +1,104 @@
+"""`trackprep shard` (annotation store -> 24-frame segment store) and `trackprep viz` (pictures of tracks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from trackprep.core.segments import SEGMENT_LENGTH
+from trackprep.io.annotation_store import StoreError
+from trackprep.io.segment_store import (
+    DEFAULT_SEGMENTS_PER_SHARD, SegmentStoreError, open_segment_store, segment_store_summary,
+)
+from trackprep.pipeline.shard import DEFAULT_TRACKS, shard
+from trackprep.viz import DEFAULT_MAX_TRACKS, VizError, viz
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=2)
+
+
+def segment_info_lines(summary: dict) -> list[str]:
+    """Human-readable description of a segment store (from segment_store_summary)."""
+    s = summary
+    n = s["tracks_per_segment"]
+    status = "complete" if s["complete"] else f"INCOMPLETE: {s['segments_written']} of {s['segments']} written"
+    lines = [
+        f"{s['store']}: {s['format']} v{s['format_version']} (trackprep {s['package_version']}), {status}",
+        f"segments: {s['segments']} of {s['length']} frames at {s['height']}x{s['width']}, from {len(s['videos'])} videos",
+        f"tracks per segment: min {n['min']}, mean {n['mean']:.0f}, max {n['max']} (rows: {s['max_tracks']}, "
+        f"{s['tracks_dtype']}); foreground share {100 * s['foreground_share']:.1f}%",
+    ]
+    if s["bytes"] is not None:
+        per = s["bytes_per_segment"]
+        lines.append(f"on disk: {s['bytes'] / 1e6:.1f} MB" + (f", {per / 1e6:.2f} MB per segment" if per else ""))
+    for video, count in s["videos"].items():
+        lines.append(f"  {video}: {count} segments")
+    for video, frames in (s["config"] or {}).get("skipped_videos", []):
+        lines.append(f"  {video}: skipped ({frames} frames < {s['length']})")
+    lines.append("config: " + json.dumps(s["config"], sort_keys=True))
+    return lines
+
+
+def segment_info(store: Path, *, as_json: bool) -> list[str]:
+    """`trackprep info` output for a segment store."""
+    summary = segment_store_summary(open_segment_store(store))
+    return [json.dumps(summary, indent=2, sort_keys=True)] if as_json else segment_info_lines(summary)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("shard")
+    def shard_cli(
+        store: Path = typer.Option(..., "--store", help="Annotation store (A.zarr) written by `trackprep annotate`."),
+        out: Path = typer.Option(..., "--out", help="Segment store to write (S.zarr); rerun to resume it."),
+        length: int = typer.Option(SEGMENT_LENGTH, "--length", help="Frames per segment (Track4Gen: 24)."),
+        stride: int = typer.Option(None, "--stride", help="Frames between segment starts (default: --length)."),
+        tracks: int = typer.Option(DEFAULT_TRACKS, "--tracks", help="Tracks kept per segment (rows padded)."),
+        fg_share: float = typer.Option(0.5, "--fg-share", help="Share of foreground tracks when both classes suffice."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the per-segment track draw."),
+        tracks_dtype: str = typer.Option("float32", "--tracks-dtype", help="float32, or float16 to halve track bytes."),
+        segments_per_shard: int = typer.Option(DEFAULT_SEGMENTS_PER_SHARD, "--segments-per-shard",
+                                               help="Segments per shard file (and per parallel task)."),
+        scheduler: str = typer.Option("threads", "--scheduler",
+                                      help="serial, threads, local (a LocalCluster of processes) or a Dask scheduler ADDRESS."),
+        workers: int = typer.Option(None, "--workers", help="Threads (or local worker processes); default one per core."),
+        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing segment store."),
+    ) -> None:
+        """Cut every complete video into L-frame segments with a balanced, fixed number of tracks each."""
+        try:
+            result = shard(store, out, length=length, stride=stride, tracks=tracks, fg_share=fg_share, seed=seed,
+                           tracks_dtype=tracks_dtype, segments_per_shard=segments_per_shard, scheduler=scheduler,
+                           workers=workers, overwrite=overwrite)
+        except (StoreError, SegmentStoreError, OSError, ValueError) as exc:
+            raise _fail(exc) from exc
+        n = result.tracks_per_segment
+        typer.echo(f"{result.out}: {result.num_segments} segments of {length} frames "
+                   f"({result.written} written now); tracks per segment min {n.min() if n.size else 0}, "
+                   f"max {n.max() if n.size else 0}")
+        for video, frames in result.skipped_videos:
+            typer.echo(f"skipped {video}: {frames} frames < --length {length}")
+
+    @app.command("viz")
+    def viz_cli(
+        store: Path = typer.Argument(..., help="Annotation store (with --video) or segment store (with --segment)."),
+        out: Path = typer.Option(..., "--out", help="FILE.gif, FILE.mp4 or FILE.png."),
+        video: str = typer.Option(None, "--video", help="DATASET/VIDEO of an annotation store."),
+        segment: int = typer.Option(None, "--segment", help="Segment index of a segment store."),
+        color_by: str = typer.Option("rainbow", "--color-by", help="rainbow (by start position) or label (fg/bg)."),
+        masks: bool = typer.Option(False, "--masks", help="Tint the segmentation masks."),
+        max_tracks: int = typer.Option(DEFAULT_MAX_TRACKS, "--max-tracks", help="Tracks drawn, spread over the frame."),
+        tail: int = typer.Option(6, "--tail", help="Frames of trail behind each point."),
+        radius: int = typer.Option(2, "--radius", help="Dot radius in pixels."),
+        fps: float = typer.Option(10.0, "--fps", help="Frame rate of a gif or mp4."),
+        frame: int = typer.Option(None, "--frame", help="For .png: this frame alone (default: a grid of 8 frames)."),
+    ) -> None:
+        """Draw tracks over the frames of one video or segment."""
+        try:
+            path = viz(store, out, video=video, segment=segment, color_by=color_by, show_masks=masks,
+                       max_tracks=max_tracks, tail=tail, radius=radius, fps=fps, frame=frame)
+        except (StoreError, SegmentStoreError, VizError, FileNotFoundError, IndexError, ValueError) as exc:
+            raise _fail(exc) from exc
+        typer.echo(f"wrote {path}")

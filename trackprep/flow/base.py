@@ -1,0 +1,57 @@
+"""The flow-estimator interface: a clip's frames in, forward and backward flow for every
+consecutive pair out (a `FlowPair`, channel-first, float32 on the CPU)."""
+
+from __future__ import annotations
+
+import abc
+
+import torch
+
+from trackprep.core.types import Clip, FlowPair
+
+
+class FlowSetupError(RuntimeError):
+    """The estimator cannot run (missing weights, unavailable device, bad option).
+
+    Raised by `check_ready()`, which callers run before reading any video."""
+
+
+class FlowEstimator(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def estimate(self, clip: Clip) -> FlowPair:
+        """Forward flow t -> t+1 and backward flow t+1 -> t for t = 0 .. T-2."""
+
+    def config(self) -> dict:
+        """The settings that determine the output, for a store's provenance attributes."""
+        return {"name": self.name}
+
+    def check_ready(self) -> None:
+        """Raise FlowSetupError with a clear message if `estimate` could not run. Cheap to repeat."""
+
+    @staticmethod
+    def _check_clip(clip: Clip) -> None:
+        if clip.num_frames < 2:
+            raise ValueError(f"clip {clip.name!r}: flow needs at least 2 frames, got {clip.num_frames}")
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; anything else must name an available device."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise FlowSetupError(f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise FlowSetupError(f"device {device!r} requested but CUDA is not available on this machine (use 'auto' or 'cpu')")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise FlowSetupError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise FlowSetupError(f"device {device!r} requested but MPS is not available on this machine (use 'auto' or 'cpu')")
+    return dev
