@@ -10,17 +10,11 @@ from track4gen.losses import correspondence_loss, diffusion_loss
 from track4gen.model import SUBFOLDERS, Track4GenUNet, load_components, select_trainable
 from track4gen.refiner import Refiner, TrackingHead, hook_module
 from track4gen.tiny_model import build_tiny_pipeline, make_tiny_model
+from train_fixtures import one_thread  # noqa: F401 (autouse fixture)
 
 B, F, H, W = 1, 4, 64, 96  # latents 8 x 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny model is far too small to gain from threads; on a shared CPU they only contend.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

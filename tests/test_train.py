@@ -13,18 +13,11 @@ from track4gen import checkpoint as ckpt
 from track4gen.cli import app
 from track4gen.model import load_components
 from track4gen.train import TrainConfig, train
-from train_fixtures import HEIGHT, WIDTH, make_segment_store
+from train_fixtures import HEIGHT, WIDTH, make_segment_store, one_thread  # noqa: F401 (autouse fixture)
 
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The tiny model is far too small to gain from threads; on a shared CPU they only contend.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

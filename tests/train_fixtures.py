@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+import torch
+
 from trackprep.core.chaining import chain_tracks
 from trackprep.core.labels import label_tracks
 from trackprep.core.synthetic import make_scene
@@ -46,3 +49,12 @@ def make_tiny_model_dir(path: Path) -> Path:
     from track4gen.tiny_model import make_tiny_model
 
     return make_tiny_model(path, num_frames=LENGTH)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # The tiny model is far too small to gain from threads; on a shared CPU they only contend.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -9,6 +9,9 @@ import torch
 
 from trackprep.core.types import Clip, FlowPair
 
+# RAFT refinement iterations: DINO-Tracker's preprocessing setting (see trackprep/flow/raft.py).
+DEFAULT_ITERS = 24
+
 
 class FlowSetupError(RuntimeError):
     """The estimator cannot run (missing weights, unavailable device, bad option).

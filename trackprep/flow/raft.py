@@ -36,16 +36,15 @@ from torch import nn
 from torchvision.models.optical_flow._utils import make_coords_grid, upsample_flow
 
 from trackprep.core.types import Clip, FlowPair
-from trackprep.flow.base import FlowEstimator, FlowSetupError, select_device
+from trackprep.flow.base import DEFAULT_ITERS, FlowEstimator, FlowSetupError, select_device
 from trackprep.io.weights import RAFT_WEIGHTS, RaftWeightsError, load_raft, resolve_raft_weights
 
-DEFAULT_ITERS = 24  # DINO-Tracker's setting; see the module docstring
 # Image pairs (one direction each) per batch when none is given. A batch of B pairs encodes
-# B/2 + 1 frames, but on CPU the 24 update iterations dominate: benchmarks/bench_flow.py
-# measured batch sizes 2, 4 and 8 within 10 % of each other at 320x576, so the CPU default
-# keeps memory lowest (each pair holds ~45 MB of correlation pyramid at 320x576). GPUs need
+# B/2 + 1 frames; on a 2-core CPU at 320x576 (benchmarks/bench_flow.py) batch size 4 was the
+# fastest (raft_large 3.4 s per frame pair against 4.3 s for torchvision's per-pair calls),
+# 8 gained nothing more and costs memory (~45 MB of correlation pyramid per pair). GPUs need
 # larger batches to fill the device; those defaults are not yet measured.
-DEFAULT_BATCH_SIZE = {"cuda": 16, "mps": 8, "cpu": 2}
+DEFAULT_BATCH_SIZE = {"cuda": 16, "mps": 8, "cpu": 4}
 _HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 

@@ -10,16 +10,20 @@ fact it marks UNVERIFIED stays marked so in the manifest's `unverified` list.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-# The manifests live beside the package in the repository (data_manifests/). The
-# environment variable lets an installed copy, or a test, point elsewhere.
+# The manifests live beside the package in the repository (data_manifests/); a wheel
+# installs them as data files under <prefix>/share/trackprep/ (see pyproject.toml). The
+# environment variable lets a user, or a test, point elsewhere.
 MANIFEST_DIR_ENV = "TRACKPREP_MANIFESTS"
-DEFAULT_MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
+SOURCE_MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
+INSTALLED_MANIFEST_DIR = Path(sys.prefix) / "share" / "trackprep" / "data_manifests"
+DEFAULT_MANIFEST_DIR = SOURCE_MANIFEST_DIR if SOURCE_MANIFEST_DIR.is_dir() else INSTALLED_MANIFEST_DIR
 
 CHECKSUM_ALGORITHMS = ("md5", "sha256")
 
