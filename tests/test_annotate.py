@@ -128,6 +128,49 @@ def test_gpu_resource_requested_only_when_a_worker_offers_it(cluster):
     assert any("no worker offers a 'GPU' resource" in line for line in lines)
 
 
+def test_flow_tasks_run_on_the_gpu_worker_of_a_mixed_cluster(serial_store, synth, tmp_path):
+    """A cluster with one worker offering `--resources GPU=1` and one without: every flow task
+    carries the GPU resource and runs on that worker; the other stages run anywhere."""
+    import logging
+
+    from distributed import LocalCluster
+    from distributed.diagnostics.plugin import SchedulerPlugin
+
+    class Placement(SchedulerPlugin):
+        def __init__(self):
+            self.seen = {}  # task key -> (worker, resource restrictions)
+
+        def transition(self, key, start, finish, *args, **kwargs):
+            if finish == "processing":
+                ts = self.scheduler.tasks[key]
+                self.seen[str(key)] = (ts.processing_on.address, dict(ts.resource_restrictions or {}))
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, resources={"GPU": 1},
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster:
+        spec = dict(next(iter(cluster.worker_spec.values())))
+        cluster.worker_spec["cpu-only"] = {**spec, "options": {**spec["options"], "resources": {}}}
+        cluster.sync(cluster._correct_state)
+        placement = Placement()
+        placement.scheduler = cluster.scheduler
+        cluster.scheduler.add_plugin(placement)
+        workers = cluster.scheduler.workers
+        deadline = time.time() + 30
+        while len(workers) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        gpu = [a for a, ws in workers.items() if ws.resources.get("GPU")]
+        assert len(workers) == 2 and len(gpu) == 1
+
+        out = tmp_path / "a.zarr"
+        lines = []
+        summary = annotate(datasets=[("synthetic", synth)], out=out, config=ORACLE,
+                           scheduler=cluster.scheduler_address, log=lines.append)
+    assert not summary.failed and any("2 worker(s), 1 with a GPU" in line for line in lines), lines
+    flow = {k: v for k, v in placement.seen.items() if k.startswith("flow-")}
+    assert len(flow) == 3 and all(v == (gpu[0], {"GPU": 1}) for v in flow.values()), flow
+    assert all(not r for k, (_, r) in placement.seen.items() if not k.startswith("flow-"))
+    assert_stores_equal(out, serial_store)
+
+
 def test_worker_killed_mid_task_is_retried(cluster, tmp_path):
     """SIGKILL the worker process running a video's tracking task: the scheduler reruns it elsewhere."""
     from distributed import Client
@@ -276,6 +319,23 @@ def test_bad_inputs_fail_alone_with_one_line_errors(tmp_path):
     assert S.complete_videos(S.open_store(out)) == ["davis2016/good"]
 
 
+def test_estimator_error_fails_its_video_alone_on_the_dask_path(synth, serial_store, tmp_path):
+    """The default scheduler (Dask threads): a flow-stage error is recorded for its video, the others complete."""
+    data = tmp_path / "synthetic"
+    shutil.copytree(synth, data)
+    for kind in ("frames", "masks"):
+        (data / "scene001" / kind / "00007.png").unlink()  # 7 frames left, its scene has 8: the oracle refuses
+    out = tmp_path / "a.zarr"
+    summary = annotate(datasets=[("synthetic", data)], out=out, config=ORACLE, scheduler="local", workers=2)
+    assert [r.key for r in summary.failed] == ["synthetic/scene001"]
+    error = S.failed_videos(S.open_store(out))["synthetic/scene001"]
+    assert error.startswith("flow: clip 'scene001': has 7 frames but its scene has 8"), error
+    assert S.complete_videos(S.open_store(out)) == ["synthetic/scene000", "synthetic/scene002"]
+    for key in ("synthetic/scene000", "synthetic/scene002"):
+        a, b = S.read_video(S.open_store(out), key), S.read_video(S.open_store(serial_store), key)
+        np.testing.assert_array_equal(a.tracks[:], b.tracks[:])
+
+
 def test_config_file_flags_and_refusal(synth, tmp_path):
     cfg_file = tmp_path / "small.yaml"
     cfg_file.write_text("size: [64, 96]\nflow:\n  name: oracle\ntracks:\n  cycle_threshold: 1.0\n")
@@ -297,6 +357,41 @@ def test_config_file_flags_and_refusal(synth, tmp_path):
     assert same.exit_code == 0 and "0 video(s) annotated, 1 already complete" in same.stdout
     redone = CliRunner().invoke(app, [*base, "--seed-stride", "3", "--overwrite"])
     assert redone.exit_code == 0 and S.open_store(out).attrs[schema.ATTR_CONFIG]["tracks"]["seed_stride"] == 3
+
+
+def test_refusal_follows_the_raft_weights_file_not_its_name(synth, tmp_path, monkeypatch):
+    """Other weights behind the same setting ($TRACKPREP_RAFT_WEIGHTS) change results: refused.
+    The same file named another way (--raft-weights): accepted."""
+    import torch
+    from torchvision.models.optical_flow import raft_small
+
+    from trackprep.io import weights as W
+    from trackprep.pipeline import annotate as annotate_mod
+    from trackprep.pipeline.annotate import AnnotateError, plan_annotation
+
+    files = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"raft_small_{seed}.pth")
+        torch.save(raft_small(weights=None).state_dict(), files[-1])
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv(W.ENV_OFFLINE, "1")
+    out = tmp_path / "a.zarr"
+
+    def plan(env: Path | None, explicit: Path | None = None):
+        monkeypatch.setattr(annotate_mod, "_ESTIMATORS", {})  # a fresh process: weights resolved again
+        if env is None:
+            monkeypatch.delenv(W.ENV_WEIGHTS, raising=False)
+        else:
+            monkeypatch.setenv(W.ENV_WEIGHTS, str(env))
+        cfg = resolve_config(overrides={"size": list(SIZE), "flow": {"raft_model": "small", "device": "cpu",
+                                                                      "raft_weights": explicit and str(explicit)}})
+        return plan_annotation(datasets=[("synthetic", synth)], out=out, config=cfg)
+
+    assert len(plan(files[0]).tasks) == 3
+    with pytest.raises(AnnotateError, match="flow.raft_weights: stored 'sha256:[0-9a-f]{64}', now 'sha256:"):
+        plan(files[1])
+    assert len(plan(None, explicit=files[0]).tasks) == 3  # the same weights: the store is resumed
 
 
 def test_info_and_validate_commands(serial_store, tmp_path):

@@ -53,7 +53,11 @@ def test_constant_translation_gives_exact_tracks():
     leaves = (nxt[:, 0] > w - 1) | (nxt[:, 1] < 0)
     ends_at_last_frame = tracks.start + tracks.lengths == t
     assert np.array_equal(leaves | ends_at_last_frame, np.ones(len(tracks), dtype=bool))
-    assert not (leaves & ~ends_at_last_frame & (tracks.lengths < 1)).any()
+    assert leaves.sum() > 0 and (tracks.start > 0).sum() > 0
+    # seeding refills what left: at every frame each pixel is the nearest grid point of a live track
+    for f in range(t):
+        cells = np.floor(dense[visible[:, f], f] + 0.5).astype(np.int64)
+        assert np.unique(cells[:, 1] * w + cells[:, 0]).size == h * w, f
 
 
 def test_flow_and_its_exact_inverse_give_zero_cycle_error():
@@ -110,9 +114,9 @@ def test_cycle_test_catches_occlusion(scene_run):
     scene, masks, tracks = scene_run
     t_all, h, w = masks.shape
     dist = boundary_distance(masks)
-    # every track that starts near an object boundary: occlusions can only happen there
-    first = np.rint(tracks.first_points()).astype(int)
-    rows = np.flatnonzero(dist[tracks.start, first[:, 1], first[:, 0]] < 50)
+    # an unbiased sample of all tracks (objects cross ~100 px in this clip, so a track that starts
+    # far from any boundary can still be occluded later, and any track can end spuriously)
+    rows = np.sort(np.random.default_rng(1).choice(len(tracks), 60000, replace=False))
     queries = np.concatenate([tracks.start[rows, None], tracks.first_points()[rows]], axis=1)
     gt, gt_visible = scene.ground_truth(queries)
     start, length = tracks.start[rows].astype(np.int64), tracks.lengths[rows]

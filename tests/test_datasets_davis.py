@@ -15,14 +15,15 @@ from trackprep.io.datasets import DatasetError, open_dataset, read_clip
 from trackprep.io.datasets.davis import Davis2017
 from trackprep.io.manifests import load_manifest
 
-SHARED_DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016"
 H, W = 48, 64
 
 
-def _shared_davis() -> Path:
-    if not (SHARED_DAVIS / "JPEGImages" / "480p").is_dir():
-        pytest.skip(f"real DAVIS-2016 copy not found at {SHARED_DAVIS} (only present in the project's shared checkout)")
-    return SHARED_DAVIS
+@pytest.fixture
+def real_davis2016(shared_data: Path) -> Path:
+    root = shared_data / "davis2016"
+    if not (root / "JPEGImages" / "480p").is_dir():
+        pytest.skip(f"real DAVIS-2016 copy not found at {root} (it sits in ../shared/data beside the checkout)")
+    return root
 
 
 def palette_png(ids: np.ndarray, path: Path) -> None:
@@ -144,8 +145,8 @@ def test_davis2017_refuses_binary_masks(tmp_path: Path) -> None:
 # --------------------------------------------------------------- real data
 
 
-def test_real_davis2016_val_frames_and_masks_match() -> None:
-    root = _shared_davis()
+def test_real_davis2016_val_frames_and_masks_match(real_davis2016: Path) -> None:
+    root = real_davis2016
     ds = open_dataset("davis2016", root)  # no ImageSets in this copy: the sequence folders are listed
     names = ds.video_names()
     manifest = load_manifest("davis2016")
@@ -162,8 +163,8 @@ def test_real_davis2016_val_frames_and_masks_match() -> None:
     assert clip.frames.shape == (40, 64, 96, 3) and clip.has_mask.all()
 
 
-def test_real_davis2016_check_reports_complete_val_split() -> None:
-    root = _shared_davis()
+def test_real_davis2016_check_reports_complete_val_split(real_davis2016: Path) -> None:
+    root = real_davis2016
     report = check_dataset("davis2016", root)
     assert report.ok, report.summary()
     assert report.complete_splits == ["val"]

@@ -144,3 +144,31 @@ def test_missing_def_file_and_gap(fbms: Path) -> None:
     (fbms / "TrainingSet" / "cats04" / "cats04_0003.jpg").unlink()
     with pytest.raises(DatasetError, match=r"cats04_0003\.jpg: frame missing"):
         open_dataset("fbms59", fbms).video("cats04")
+
+
+def fixture_manifest(cats04_annotated: list[int]):
+    """The real fbms59 manifest's rules, with the fixture's two sequences as the split lists."""
+    import dataclasses
+
+    from trackprep.io.manifests import SequenceInfo, load_manifest
+
+    real = load_manifest("fbms59")
+    return dataclasses.replace(real, splits={
+        "train": (SequenceInfo("cats04", frames=10, annotated=tuple(cats04_annotated)),),
+        "test": (SequenceInfo("marple2", frames=6, annotated=(0, 5)),),
+    })
+
+
+def test_check_compares_sparse_annotated_frames_with_the_manifest(fbms: Path) -> None:
+    from trackprep.io.check import check_dataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the undeclared grey of cats04
+        report = check_dataset(fixture_manifest([0, 4, 9]), fbms)
+        assert report.ok, report.summary()
+        assert report.complete_splits == ["train", "test"] and report.total_frames == 16
+        report = check_dataset(fixture_manifest([0, 5, 9]), fbms, split="train")
+    assert not report.ok
+    (cats,) = report.sequences
+    assert cats.problems == ["no ground truth for frame(s) 5; unexpected ground truth for frame(s) 4 "
+                             "(0-based, compared with the manifest)"]

@@ -87,3 +87,9 @@ def test_jumpcut_fetch_prints_the_manual_step(tmp_path: Path) -> None:
 
     out = CliRunner().invoke(app, ["fetch", "jumpcut", "--root", str(tmp_path / "jc")])
     assert out.exit_code == 2 and "VideoSeg_dataset.rar" in out.output
+
+    # once the user has unpacked it, a rerun reports the copy instead of repeating the instructions
+    make_jumpcut_like(tmp_path / "jc")
+    assert fetch_dataset(load_manifest("jumpcut"), tmp_path / "jc").status == "already-complete"
+    out = CliRunner().invoke(app, ["fetch", "jumpcut", "--root", str(tmp_path / "jc")])
+    assert out.exit_code == 0 and "already complete" in out.output and "VideoSeg_dataset.rar" not in out.output, out.output

@@ -59,6 +59,12 @@ def test_greyscale_frames_are_accepted(tmp_path):
     write_flo(tmp_path / "gt.flo", gt)
     errors = evaluate_pair(tmp_path / "0.png", tmp_path / "1.png", gt=tmp_path / "gt.flo", estimator=make_estimator("dis"))
     assert errors.aepe < 0.5, errors.summary()
+    # a missing or truncated frame is named, with what was expected
+    with pytest.raises(ValueError, match=r"2\.png: file not found; expected an image"):
+        evaluate_pair(tmp_path / "0.png", tmp_path / "2.png", gt=tmp_path / "gt.flo", estimator=make_estimator("dis"))
+    (tmp_path / "1.png").write_bytes((tmp_path / "1.png").read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"1\.png: cannot decode image"):
+        evaluate_pair(tmp_path / "0.png", tmp_path / "1.png", gt=tmp_path / "gt.flo", estimator=make_estimator("dis"))
 
 
 def _median_track_error(scene, flow: FlowPair, *, frames: int) -> float:

@@ -58,7 +58,9 @@ def test_pad_amounts_make_both_sides_divisible_and_split_evenly(size):
     assert (h + top + bottom) % 8 == 0 and (w + left + right) % 8 == 0
     assert h + top + bottom >= 128 and w + left + right >= 128
     assert 0 <= right - left <= 1 and 0 <= bottom - top <= 1
-    assert h + top + bottom - h < 8 or h < 128  # no more padding than needed
+    # no more padding than needed, on either side (torchvision's own check only tests the height)
+    assert top + bottom < 8 or h < 128
+    assert left + right < 8 or w < 128
 
 
 def test_shapes_and_padding_round_trip_at_321x577_match_torchvision(small_weights):
@@ -140,6 +142,9 @@ def test_half_precision_off_cuda_is_refused_at_check_ready(small_weights):
 def test_unknown_backend_and_unavailable_device():
     with pytest.raises(FlowSetupError, match="'farneback'"):
         make_estimator("farneback")
+    for bad in ("gpu", "cuda:x", "meta"):
+        with pytest.raises(FlowSetupError, match=rf"device: expected 'auto', 'cpu', .* got '{bad}'"):
+            make_estimator("raft", device=bad).check_ready()
     if not torch.cuda.is_available():
         with pytest.raises(FlowSetupError, match="CUDA is not available"):
             make_estimator("raft", device="cuda").check_ready()

@@ -128,3 +128,19 @@ def test_wrapped_and_data_parallel_checkpoints_load(small_file, tmp_path):
     net = W.load_raft("small", wrapped)
     assert torch.equal(net.state_dict()["feature_encoder.convnormrelu.0.weight"], state["feature_encoder.convnormrelu.0.weight"])
     assert not net.training
+
+
+def test_annotate_without_weights_stops_before_opening_any_dataset(offline, tmp_path):
+    # The dataset root does not exist: had it been opened (or a video read) first, the error
+    # would name the root. Nothing is written either.
+    from typer.testing import CliRunner
+
+    from trackprep.cli import app
+
+    out = tmp_path / "a.zarr"
+    result = CliRunner().invoke(
+        app, ["annotate", "--dataset", "davis2017", "--root", str(tmp_path / "no-such-root"), "--out", str(out)]
+    )
+    assert result.exit_code != 0
+    assert "raft_large_C_T_SKHT_V2-ff5fadd5.pth" in result.output and "--raft-weights" in result.output
+    assert "no-such-root" not in result.output and not out.exists()

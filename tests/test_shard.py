@@ -115,7 +115,7 @@ def test_padding_rows_when_fewer_tracks_than_n(annotations, tmp_path):
     assert seg["tracks"].shape == (100_000, 24, 2)
 
 
-@pytest.mark.parametrize("scheduler,workers", [("threads", 2), pytest.param("local", 1, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("scheduler,workers", [("local", 2), pytest.param("processes", 1, marks=pytest.mark.slow)])
 def test_dask_equals_serial(annotations, segments, tmp_path, scheduler, workers):
     serial, _ = segments
     parallel = tmp_path / "S.zarr"
@@ -127,6 +127,13 @@ def test_dask_equals_serial(annotations, segments, tmp_path, scheduler, workers)
         x, y = a.read(i), b.read(i)
         for k in x:
             np.testing.assert_array_equal(x[k], y[k], err_msg=k)
+
+
+def test_scheduler_names_are_those_of_annotate(annotations, tmp_path):
+    with pytest.raises(ValueError, match="--scheduler 'thread': expected one of serial, local, processes"):
+        shard(annotations, tmp_path / "S.zarr", length=24, tracks=10, scheduler="thread")
+    assert not (tmp_path / "S.zarr").exists()  # refused before anything is written
+    assert shard(annotations, tmp_path / "S.zarr", length=24, tracks=10, scheduler="threads").num_segments == 4
 
 
 def test_resume_redoes_only_unfinished_shards(annotations, segments, tmp_path):
@@ -291,6 +298,11 @@ def test_cli_shard_info_validate(annotations, tmp_path):
     assert res.exit_code == 0 and "valid" in res.output, res.output
     res = runner.invoke(app, ["shard", "--store", str(tmp_path / "none.zarr"), "--out", str(out)])
     assert res.exit_code == 2 and "none.zarr: annotation store does not exist" in res.output
+    zarr.open_group(str(out), mode="r+")["segments"].__delitem__("num_tracks")
+    res = runner.invoke(app, ["info", str(out)])  # one line naming the store, not a traceback
+    assert res.exit_code == 2 and res.stderr.startswith(f"error: {out}: unreadable segment store"), res.output
+    res = runner.invoke(app, ["validate", str(out)])
+    assert res.exit_code == 1 and "segments/num_tracks: missing" in res.stdout
 
 
 def test_all_videos_too_short_gives_an_empty_valid_store(annotations, tmp_path):
@@ -303,3 +315,43 @@ def test_all_videos_too_short_gives_an_empty_valid_store(annotations, tmp_path):
     reader = sstore.SegmentReader(out)
     assert len(reader) == 0 and (reader.height, reader.width) == (H, W)
     assert validate_store(out) == []
+
+
+def test_cli_takes_defaults_from_the_pipeline_config_and_flags_override_it(annotations, tmp_path):
+    from typer.testing import CliRunner
+
+    from trackprep.cli import app
+
+    cfg = tmp_path / "mine.yaml"
+    cfg.write_text("shard:\n  segment_length: 30\n  tracks_per_segment: 20\n  fg_share: 0.25\n")
+    out = tmp_path / "S.zarr"
+    base = ["shard", "--store", str(annotations), "--out", str(out), "--config", str(cfg), "--scheduler", "serial"]
+    res = CliRunner().invoke(app, [*base, "--tracks", "40"])
+    assert res.exit_code == 0, res.output
+    assert "3 segments of 30 frames" in res.output  # a (38 frames): 0 and 8; c (30): 0; b skipped
+    reader = sstore.SegmentReader(out)
+    assert reader.max_tracks == 40 and reader.attrs[schema.ATTR_CONFIG]["fg_share"] == 0.25
+    labels = reader.read(0)["labels"]
+    assert ((labels > 0) & (labels != 255)).sum() == 10  # round(40 * 0.25)
+    cfg.write_text("shard:\n  fg_share: 2\n")
+    res = CliRunner().invoke(app, [*base, "--overwrite"])
+    assert res.exit_code == 2 and "mine.yaml: shard.fg_share = 2, expected a number in [0, 1]" in res.stderr
+
+
+def test_videos_not_complete_in_the_annotation_store_are_left_out_and_listed(annotations, tmp_path):
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from trackprep.cli import app
+
+    partial = tmp_path / "A.zarr"
+    shutil.copytree(annotations, partial)
+    root = astore.open_store(partial, mode="r+")
+    astore.record_failure(root, "synth/c", "read: /x/00003.jpg: frame missing")
+    root["synth/a"].attrs["status"] = "writing"  # an interrupted write
+    res = CliRunner().invoke(app, ["shard", "--store", str(partial), "--out", str(tmp_path / "S.zarr"),
+                                   "--tracks", "10", "--scheduler", "serial"])
+    assert res.exit_code == 0, res.output
+    assert "0 segments of 24 frames" in res.output and "skipped synth/b: 20 frames" in res.output
+    assert "left out synth/a: writing in" in res.output and "left out synth/c: failed in" in res.output

@@ -13,6 +13,7 @@ import zarr
 
 import trackprep
 from trackprep.config import DEFAULTS, ConfigError, annotation_fingerprint, load_yaml, resolve_config
+from trackprep.core.labels import label_tracks
 from trackprep.core.types import Clip, TrackSet
 from trackprep.io import annotation_store as S
 from trackprep.io import schema
@@ -38,8 +39,9 @@ def make_tracks(n: int, t: int, *, h: int = 12, w: int = 16, seed: int = 0) -> T
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
     points = np.stack([rng.uniform(0, w - 1, offsets[-1]), rng.uniform(0, h - 1, offsets[-1])], 1).astype(np.float32)
-    labels = rng.choice(np.array([0, 1, 2, 255], np.uint8), n)
-    return TrackSet(num_frames=t, start=start, offsets=offsets, points=points, labels=labels)
+    tracks = TrackSet(num_frames=t, start=start, offsets=offsets, points=points, labels=np.zeros(n, np.uint8))
+    clip = make_clip(t, h, w)
+    return label_tracks(tracks, clip.masks, clip.has_mask)  # labels by the contract's rule, as annotate writes them
 
 
 @pytest.fixture
@@ -214,6 +216,28 @@ def test_nan_where_visible_is_a_violation(store, tmp_path):
     assert len(problems) == 1 and "NaN does not match visible" in problems[0]
 
 
+def test_a_label_other_than_the_mask_under_the_first_annotated_point_is_a_violation(store, tmp_path):
+    def edit(g):
+        labels, vis = g["labels"][:], g["visible"][:]
+        r = int(np.flatnonzero((labels == 0) & vis.any(1))[0])
+        labels[r] = 1  # an id the masks hold, but not the one under this track
+        g["labels"][:] = labels
+
+    problems = _corrupt_copy(store, tmp_path, edit)
+    assert len(problems) == 1 and "1 track(s) labelled other than the mask under their first annotated point" in problems[0]
+    assert "label 1, mask 0 at frame" in problems[0]
+
+
+def test_labels_follow_the_first_annotated_frame_on_sparse_masks(store):
+    clip, tracks = make_clip(), make_tracks(200, 6)
+    sparse = Clip("c", clip.frames, clip.masks, np.array([False, False, True, False, False, True]))
+    S.write_video(store, "ds/v", sparse, label_tracks(tracks, sparse.masks, sparse.has_mask))
+    assert validate_annotation_store(store.store_path.store.root) == []
+    S.write_video(store, "ds/v", sparse, tracks)  # labelled as if every frame had a mask: wrong here
+    problems = validate_annotation_store(store.store_path.store.root)
+    assert any("labelled other than the mask" in p for p in problems), problems
+
+
 def test_store_summary(store):
     S.write_video(store, "ds/a", make_clip(), make_tracks(40, 6))
     S.record_failure(store, "ds/b", "boom")
@@ -274,3 +298,50 @@ def test_fingerprint_ignores_speed_only_settings():
     assert annotation_fingerprint(resolve_config(overrides={"flow": {"device": "cpu", "batch_size": 2}})) == base
     assert annotation_fingerprint(resolve_config(overrides={"flow": {"iters": 12}})) != base
     assert annotation_fingerprint(resolve_config(overrides={"size": "160x288"})) != base
+
+
+def test_overwrite_never_deletes_a_folder_that_is_not_an_annotation_store(tmp_path):
+    data = tmp_path / "DAVIS"
+    (data / "JPEGImages").mkdir(parents=True)
+    (data / "JPEGImages" / "00000.jpg").write_bytes(b"x")
+    with pytest.raises(S.StoreError, match="DAVIS: exists and is not an annotation store; refusing to delete it"):
+        S.create_store(data, config=resolve_config(), overwrite=True)
+    assert (data / "JPEGImages" / "00000.jpg").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert S.create_store(empty, config=resolve_config()).attrs[schema.ATTR_FORMAT] == schema.ANNOTATION_FORMAT
+
+
+def test_refusal_names_the_settings_that_differ(tmp_path):
+    path = tmp_path / "a.zarr"
+    cfg = resolve_config(overrides={"flow": {"name": "dis"}})
+    S.create_store(path, config=cfg, fingerprint=annotation_fingerprint(cfg))
+    # RAFT-only options do not change a DIS store's results: not refused.
+    other = resolve_config(overrides={"flow": {"name": "dis", "raft_model": "small", "iters": 4}})
+    S.create_store(path, config=other, fingerprint=annotation_fingerprint(other))
+    changed = resolve_config(overrides={"flow": {"name": "dis", "dis_preset": "fast"}, "tracks": {"seed_stride": 2}})
+    with pytest.raises(S.StoreError) as err:
+        S.create_store(path, config=changed, fingerprint=annotation_fingerprint(changed))
+    msg = str(err.value)
+    assert "flow.dis_preset: stored 'medium', now 'fast'" in msg and "tracks.seed_stride: stored 1, now 2" in msg
+    assert "cycle_threshold" not in msg and "\n" not in msg
+
+
+def test_two_runs_creating_one_store_at_once_keep_each_others_videos(tmp_path):
+    path = tmp_path / "a.zarr"
+    cfg = resolve_config()
+    barrier, roots = threading.Barrier(4), []
+
+    def run(i):
+        barrier.wait()
+        root = S.create_store(path, config=cfg, fingerprint=annotation_fingerprint(cfg))
+        S.require_dataset_group(root, "ds")  # as plan_annotation does, in every run
+        S.write_video(root, f"ds/v{i}", make_clip(), make_tracks(20, 6, seed=i))
+        roots.append(root)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert len(roots) == 4 and S.complete_videos(S.open_store(path)) == [f"ds/v{i}" for i in range(4)]

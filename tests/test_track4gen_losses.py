@@ -131,3 +131,15 @@ def test_correspondence_loss_without_valid_pairs_is_zero_and_differentiable():
                                image_size=(32, 32))
     loss.backward()
     assert loss.item() == 0.0 and feats.grad is not None
+
+
+def test_correspondence_loss_at_the_image_corner_is_reachable():
+    # Pixel (0, 0) lies 7/16 of a cell outside the first cell centre; the soft-argmax cannot
+    # leave the grid, so the target is clamped onto it as the query is, and exact features
+    # give (almost) no loss there.
+    feats = shifted_features(0, 0)
+    corner = torch.zeros(1, 1, 2)
+    loss = correspondence_loss(feats, query_frame=torch.zeros(1, 1, dtype=torch.long), query_xy=corner,
+                               target_frame=torch.ones(1, 1, dtype=torch.long), target_xy=corner,
+                               valid=torch.ones(1, 1, dtype=torch.bool), image_size=(96, 128))
+    assert loss.item() < 0.02

@@ -108,13 +108,17 @@ def test_resume_without_a_checkpoint_says_where_it_looked(work, store, tiny_mode
         train(config(store, tiny_model, work / "empty-run", resume="latest"))
 
 
-def test_options_gradient_checkpointing_bf16_and_conditioning_dropout_run(work, store, tiny_model):
-    cfg = config(store, tiny_model, work / "options", max_steps=1, gradient_checkpointing=True,
-                 mixed_precision="bf16", conditioning_dropout=0.3, trainable="spatial-temporal", num_workers=1)
+def test_options_gradient_checkpointing_bf16_conditioning_dropout_and_checkpoint_rotation(work, store, tiny_model):
+    cfg = config(store, tiny_model, work / "options", max_steps=3, checkpoint_every=1, checkpoints_total_limit=2,
+                 gradient_checkpointing=True, mixed_precision="bf16", conditioning_dropout=0.3,
+                 trainable="spatial-temporal", num_workers=1)
     result = train(cfg)
-    assert result.last_step == 1 and np.isfinite(result.losses[0]["total"])
+    assert result.last_step == 3 and all(np.isfinite(r["total"]) for r in result.losses)
     weights = load_file(str(result.checkpoints[-1] / ckpt.WEIGHTS))
     assert any(".transformer_blocks." in k for k in weights)  # spatial blocks trained too
+    # A checkpoint every step, only the newest 2 kept, and no staging folder left behind.
+    assert [p.name for p in ckpt.list_checkpoints(work / "options")] == ["step-00000002", "step-00000003"]
+    assert sorted(p.name for p in (work / "options" / ckpt.CHECKPOINTS).iterdir()) == ["step-00000002", "step-00000003"]
 
 
 def test_bad_options_are_reported(work, store, tiny_model):
@@ -122,6 +126,18 @@ def test_bad_options_are_reported(work, store, tiny_model):
         train(config(store, tiny_model, work / "bad", mixed_precision="fp8"))
     with pytest.raises(FileNotFoundError, match="nowhere.zarr"):
         train(config(work / "nowhere.zarr", tiny_model, work / "bad"))
+    with pytest.raises(ValueError, match="trainable.*'everything'"):
+        train(config(store, tiny_model, work / "bad", trainable="everything"))
+    with pytest.raises(ValueError, match=r"conditioning_dropout.*\[0, 1/3\], got 0.5"):
+        train(config(store, tiny_model, work / "bad", conditioning_dropout=0.5))
+    # An annotation store where a segment store is expected is named, before any model loads.
+    annotations = store.with_name(f"{store.stem}-annotations.zarr")
+    with pytest.raises(ValueError, match=r"annotations.zarr: expected a segment store"):
+        train(config(annotations, work / "no-model", work / "bad"))
+    assert not (work / "bad").exists()
+    result = runner.invoke(app, ["train", "--store", str(work / "nowhere.zarr"), "--pretrained", str(tiny_model),
+                                 "--out", str(work / "bad")])
+    assert result.exit_code == 2 and "error: --store" in result.output and "nowhere.zarr" in result.output
 
 
 def test_overfitting_one_segment_halves_the_correspondence_loss(work, tiny_model):
@@ -154,6 +170,29 @@ def test_sample_writes_a_video_with_the_requested_frame_count(work, two_step_run
     assert Image.open(gif).n_frames == 5
     with pytest.raises(ValueError, match=r"\.mp4 or \.gif"):
         sample_video(two_step_run, image, work / "video.avi", height=HEIGHT, width=WIDTH)
+    result = runner.invoke(app, ["sample", "--checkpoint", str(work / "no-run"), "--image", str(image),
+                                 "--out", str(out)])
+    assert result.exit_code == 2 and "no-run: neither a checkpoint folder" in result.output
+
+
+def test_sample_pipeline_carries_the_trained_weights_and_the_attached_head(two_step_run):
+    from track4gen.sample import load_pipeline
+
+    last = ckpt.list_checkpoints(two_step_run)[-1]
+    pipe = load_pipeline(two_step_run)
+    trained = load_file(str(last / ckpt.WEIGHTS))
+    unet_sd = pipe.unet.state_dict()
+    assert all(torch.equal(unet_sd[k[len("unet."):]], v) for k, v in trained.items() if k.startswith("unet."))
+    hooks = pipe.unet.up_blocks[2].upsamplers[0]._forward_hooks
+    assert len(hooks) == 1
+    g = torch.Generator().manual_seed(0)
+    args = (torch.randn(1, 4, 8, HEIGHT // 8, WIDTH // 8, generator=g), torch.tensor([0.25]))
+    kw = dict(encoder_hidden_states=torch.randn(1, 1, 32, generator=g), added_time_ids=torch.tensor([[6.0, 127.0, 0.02]]))
+    with torch.no_grad():
+        with_head = pipe.unet(*args, **kw).sample
+        hooks.clear()  # the plain UNet: the trained zero conv must have made a difference
+        plain = pipe.unet(*args, **kw).sample
+    assert not torch.equal(with_head, plain)
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Optional
@@ -20,6 +21,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """A bad option or a missing file is reported in one line with exit code 2 (as `trackprep` does);
+    anything else keeps its traceback."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
 
 
 @app.command("train")
@@ -66,7 +78,8 @@ def train_cli(
         checkpoint_every=checkpoint_every, checkpoints_total_limit=checkpoints_total_limit, resume=resume,
         num_workers=num_workers, seed=seed, variant=variant, allow_hub=allow_hub, cpu=cpu,
     )
-    result = train(cfg)
+    with _user_errors():
+        result = train(cfg)
     typer.echo(f"trained steps {result.first_step}..{result.last_step}; last checkpoint "
                f"{result.checkpoints[-1] if result.checkpoints else '-'}")
 
@@ -90,9 +103,10 @@ def sample_cli(
     """Image-to-video with a trained checkpoint (30-step EDM sampling, motion bucket 127, fps 7)."""
     from track4gen.sample import sample_video
 
-    path = sample_video(checkpoint, image, out, num_frames=num_frames, height=height, width=width,
-                        num_inference_steps=steps, motion_bucket_id=motion_bucket_id, fps=fps, seed=seed,
-                        pretrained=pretrained, allow_hub=allow_hub, device=device)
+    with _user_errors():
+        path = sample_video(checkpoint, image, out, num_frames=num_frames, height=height, width=width,
+                            num_inference_steps=steps, motion_bucket_id=motion_bucket_id, fps=fps, seed=seed,
+                            pretrained=pretrained, allow_hub=allow_hub, device=device)
     typer.echo(f"wrote {path}")
 
 

@@ -142,9 +142,11 @@ def correspondence_loss(
     radius = scaled_radius(h, w) if radius is None else radius
     qf = image_to_feature(query_xy.float(), image_size=image_size, feature_size=(h, w))
     tf = image_to_feature(target_xy.float(), image_size=image_size, feature_size=(h, w))
-    # Feature-grid positions can land up to half a cell outside [0, w-1]; clamp onto the map.
+    # Feature-grid positions can land up to half a cell outside [0, w-1]; clamp onto the map:
+    # queries so they sample real cells, targets because the soft-argmax cannot leave the grid.
     limit = qf.new_tensor([w - 1, h - 1])
     qf = torch.minimum(qf.clamp(min=0), limit)
+    tf = torch.minimum(tf.clamp(min=0), limit)
     losses = []
     for i in range(b):
         keep = valid[i]

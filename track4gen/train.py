@@ -1,8 +1,8 @@
 """`track4gen train`: fine-tune Stable Video Diffusion with Track4Gen's refiner and correspondence loss.
 
 One linear script in numbered steps (the shape of diffusers' train_text_to_image.py):
-1. Accelerate, logging, seeds; 2. load SVD and attach the head; 3. choose trainable
-parameters; 4. optimiser and LR schedule; 5. streaming data; 6. resume; 7. the loop
+1. Accelerate, logging, seeds; 2. streaming data; 3. load SVD, choose the trainable
+parameters and attach the head; 4. optimiser and LR schedule; 5. resume; 6. the loop
 (L = L_diff + lambda * L_corr, Sec. 3.3), with rotated checkpoints and TensorBoard scalars.
 Run data-parallel on many GPUs/machines with `accelerate launch -m track4gen.cli train ...`.
 """
@@ -32,7 +32,7 @@ from track4gen.losses import (
     edm_scalings,
     sample_sigmas,
 )
-from track4gen.model import SVDComponents, Track4GenUNet, load_components, select_trainable
+from track4gen.model import TRAINABLE_CHOICES, SVDComponents, Track4GenUNet, load_components, select_trainable
 
 logger = logging.getLogger("track4gen.train")
 
@@ -92,6 +92,15 @@ def validate(cfg: TrainConfig) -> None:
         raise ValueError(f"checkpoint_every must be >= 1, got {cfg.checkpoint_every}")
     if cfg.mixed_precision not in ("no", "fp16", "bf16"):
         raise ValueError(f"mixed_precision: expected 'no', 'fp16' or 'bf16', got {cfg.mixed_precision!r}")
+    # Checked here rather than where they are used, so a bad option fails before SVD loads.
+    if cfg.trainable not in TRAINABLE_CHOICES:
+        raise ValueError(f"trainable: expected one of {TRAINABLE_CHOICES}, got {cfg.trainable!r}")
+    if not 0.0 <= cfg.conditioning_dropout <= 1.0 / 3.0:
+        raise ValueError(f"conditioning_dropout: expected a probability in [0, 1/3], got {cfg.conditioning_dropout}")
+    if cfg.num_pairs < 1 or not 0.0 <= cfg.fg_share <= 1.0:
+        raise ValueError(f"num_pairs must be >= 1 and fg_share in [0, 1], got {cfg.num_pairs}, {cfg.fg_share}")
+    if cfg.checkpoints_total_limit < 0:
+        raise ValueError(f"checkpoints_total_limit must be >= 0 (0 keeps all), got {cfg.checkpoints_total_limit}")
     if not Path(cfg.store).exists():
         raise FileNotFoundError(f"--store {cfg.store}: no such segment store")
 
@@ -198,7 +207,14 @@ def _train(cfg: TrainConfig) -> TrainResult:
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + rank)  # per-process noise stream
     torch.manual_seed(cfg.seed + rank)
 
-    # 2. SVD components; frozen parts in the mixed-precision dtype, the trained ones in fp32.
+    # 2. Data, opened before SVD loads so that a wrong store fails fast. The dataset splits by
+    # rank itself, so the DataLoader is not handed to Accelerate.
+    dataset = SegmentStream(cfg.store, num_pairs=cfg.num_pairs, fg_share=cfg.fg_share, seed=cfg.seed,
+                            scale_frames=False, rank=rank, world_size=world)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
+                        pin_memory=accelerator.device.type == "cuda")
+
+    # 3. SVD components; frozen parts in the mixed-precision dtype, the trained ones in fp32.
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
     parts = load_components(cfg.pretrained, variant=cfg.variant, allow_hub=cfg.allow_hub)
     model, trainable_names = build_model(parts, cfg=cfg)
@@ -207,19 +223,13 @@ def _train(cfg: TrainConfig) -> TrainResult:
         if weight_dtype != torch.float32:
             frozen.to(dtype=weight_dtype)
 
-    # 3-4. Optimiser over the temporal blocks (by default), refiner and zero conv.
+    # 4. Optimiser over the temporal blocks (by default), refiner and zero conv.
     optimizer = make_optimizer(model, cfg=cfg)
     scheduler = make_scheduler(optimizer, cfg=cfg)
-
-    # 5. Data: the dataset splits by rank itself, so the DataLoader is not handed to Accelerate.
-    dataset = SegmentStream(cfg.store, num_pairs=cfg.num_pairs, fg_share=cfg.fg_share, seed=cfg.seed,
-                            scale_frames=False, rank=rank, world_size=world)
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
-                        pin_memory=accelerator.device.type == "cuda")
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
 
-    # 6. Resume: weights, optimiser, schedule, RNG streams and the position in the data.
+    # 5. Resume: weights, optimiser, schedule, RNG streams and the position in the data.
     step, epoch, batches_done = 0, 0, 0
     if cfg.resume:
         where = ckpt.resolve_checkpoint(out, cfg.resume)
@@ -231,6 +241,11 @@ def _train(cfg: TrainConfig) -> TrainResult:
         if rng_file.is_file():
             ckpt.restore_rng(rng_file, generator)
         step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
+        if state.get("num_processes", world) != world:
+            # The data position counts batches per process: it does not carry over to another layout.
+            logger.warning("checkpoint was written by %s processes, resuming with %d: the epoch restarts",
+                           state.get("num_processes"), world)
+            batches_done = 0
         logger.info("resumed from %s at step %d", where, step)
     first_step = step + 1
     if step >= cfg.max_steps:
@@ -242,7 +257,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
         logger.info("training %d UNet tensors + head; %d processes; from step %d", len(trainable_names), world, first_step)
 
-    # 7. The loop: epochs of the streaming dataset until max_steps optimiser steps.
+    # 6. The loop: epochs of the streaming dataset until max_steps optimiser steps.
     losses: list[dict[str, float]] = []
     saved: list[Path] = []
     model.train()

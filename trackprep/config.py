@@ -61,6 +61,9 @@ ANNOTATION_RESULT_KEYS: tuple[tuple[str, ...], ...] = (
     ("tracks", "seed_stride"),
 )
 
+# Flow options that only one backend reads: left out of other backends' fingerprints.
+_BACKEND_OF_KEY = {"raft_model": "raft", "raft_weights": "raft", "iters": "raft", "half": "raft", "dis_preset": "dis"}
+
 FLOW_BACKENDS = ("raft", "dis", "oracle")
 RAFT_MODELS = ("large", "small")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
@@ -170,8 +173,9 @@ def resolve_config(*, path: str | Path | None = None, overrides: dict[str, Any] 
     if path is not None:
         source = str(path)
         _merge(config, load_yaml(path), source=source)
-    if overrides:
-        _merge(config, _drop_none(overrides), source="command line")
+    overrides = _drop_none(overrides or {})
+    if overrides:  # only flags actually given: an error in the file then names the file alone
+        _merge(config, overrides, source="command line")
         source = f"{source} + command line" if path is not None else "command line"
     return _check(config, source=source)
 
@@ -189,9 +193,17 @@ def _drop_none(d: dict) -> dict:
 
 
 def annotation_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
-    """The result-affecting part of a configuration (ANNOTATION_RESULT_KEYS), as a flat dict."""
+    """The result-affecting part of a configuration (ANNOTATION_RESULT_KEYS), as a flat dict.
+
+    Options of the other flow backends are left out: a DIS store is not refused because
+    --raft-model changed. The RAFT weights appear here as given (`None` for the default
+    lookup); trackprep.pipeline.annotate replaces them by the digest of the file resolved.
+    """
     out = {}
+    backend = config["flow"]["name"]
     for path in ANNOTATION_RESULT_KEYS:
+        if path[0] == "flow" and _BACKEND_OF_KEY.get(path[1], backend) != backend:
+            continue
         value: Any = config
         for part in path:
             value = value[part]

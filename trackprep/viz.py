@@ -16,6 +16,7 @@ from trackprep.core import draw
 from trackprep.io import annotation_store as astore
 from trackprep.io import schema
 from trackprep.io import segment_store as sstore
+from trackprep.io.validate import store_format
 
 FORMATS = (".gif", ".mp4", ".png")
 COLOR_MODES = ("rainbow", "label")
@@ -36,15 +37,6 @@ class VizInput:
     tracks: np.ndarray  # float32 [n, T, 2]
     visible: np.ndarray  # bool [n, T]
     labels: np.ndarray  # uint8 [n]
-
-
-def _store_format(path: Path) -> str | None:
-    import zarr
-
-    try:
-        return zarr.open_group(str(path), mode="r", zarr_format=3).attrs.get(schema.ATTR_FORMAT)
-    except Exception:
-        return None
 
 
 def load_video(store: str | os.PathLike, video: str, *, max_tracks: int = DEFAULT_MAX_TRACKS) -> VizInput:
@@ -163,7 +155,7 @@ def viz(
         raise VizError(f"fps: expected a positive number, got {fps!r}")
     if frame is not None and out.suffix.lower() != ".png":
         raise VizError(f"--frame picks one frame for a .png; {out.name} is an animation")
-    fmt = _store_format(store)
+    fmt = store_format(store)
     if video is not None:
         if fmt == schema.SEGMENT_FORMAT:
             raise VizError(f"{store} is a segment store: pick a segment with --segment I, not --video")

@@ -146,8 +146,13 @@ def register(app: typer.Typer) -> None:
 
         if store_format(store) == schema.SEGMENT_FORMAT:  # segment stores: trackprep/cli/shard_cmds.py
             from trackprep.cli.shard_cmds import segment_info
+            from trackprep.io.segment_store import SegmentStoreError
 
-            for line in segment_info(store, as_json=as_json):
+            try:
+                lines = segment_info(store, as_json=as_json)
+            except (SegmentStoreError, KeyError) as exc:  # KeyError: an array of the contract is missing
+                _fail(f"{store}: unreadable segment store ({exc}); `trackprep validate {store}` lists what is wrong")
+            for line in lines:
                 typer.echo(line)
             return
         try:

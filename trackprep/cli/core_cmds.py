@@ -17,6 +17,8 @@ def selfcheck(
         height, width = (int(v) for v in size.lower().split("x"))
     except ValueError:
         raise typer.BadParameter(f"expected HxW such as 320x576, got {size!r}", param_hint="--size") from None
+    if frames < 2 or height < 2 or width < 2:
+        raise typer.BadParameter(f"expected at least 2 frames of at least 2x2 pixels, got {frames} frames of {height}x{width}")
     r = run_selfcheck(seed=seed, num_frames=frames, height=height, width=width)
     typer.echo(f"synthetic clip: {r.num_frames} frames at {r.height}x{r.width}, {r.num_tracks} tracks "
                f"({100 * r.foreground_share:.1f}% foreground)")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from trackprep.core.segments import SEGMENT_LENGTH
 from trackprep.io.annotation_store import StoreError
 from trackprep.io.segment_store import (
     DEFAULT_SEGMENTS_PER_SHARD, SegmentStoreError, open_segment_store, segment_store_summary,
 )
-from trackprep.pipeline.shard import DEFAULT_TRACKS, shard
+from trackprep.pipeline.shard import shard
 from trackprep.viz import DEFAULT_MAX_TRACKS, VizError, viz
 
 
@@ -54,24 +54,34 @@ def register(app: typer.Typer) -> None:
     def shard_cli(
         store: Path = typer.Option(..., "--store", help="Annotation store (A.zarr) written by `trackprep annotate`."),
         out: Path = typer.Option(..., "--out", help="Segment store to write (S.zarr); rerun to resume it."),
-        length: int = typer.Option(SEGMENT_LENGTH, "--length", help="Frames per segment (Track4Gen: 24)."),
+        config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML (its shard: section), e.g. "
+                                              "pipelines/track4gen.yaml; flags override it."),
+        length: Optional[int] = typer.Option(None, "--length", help="Frames per segment (default 24, Track4Gen)."),
         stride: int = typer.Option(None, "--stride", help="Frames between segment starts (default: --length)."),
-        tracks: int = typer.Option(DEFAULT_TRACKS, "--tracks", help="Tracks kept per segment (rows padded)."),
-        fg_share: float = typer.Option(0.5, "--fg-share", help="Share of foreground tracks when both classes suffice."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the per-segment track draw."),
+        tracks: Optional[int] = typer.Option(None, "--tracks", help="Tracks kept per segment, rows padded (default 8192)."),
+        fg_share: Optional[float] = typer.Option(None, "--fg-share", help="Share of foreground tracks when both classes suffice (default 0.5)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the per-segment track draw (default 0)."),
         tracks_dtype: str = typer.Option("float32", "--tracks-dtype", help="float32, or float16 to halve track bytes."),
         segments_per_shard: int = typer.Option(DEFAULT_SEGMENTS_PER_SHARD, "--segments-per-shard",
                                                help="Segments per shard file (and per parallel task)."),
-        scheduler: str = typer.Option("threads", "--scheduler",
-                                      help="serial, threads, local (a LocalCluster of processes) or a Dask scheduler ADDRESS."),
-        workers: int = typer.Option(None, "--workers", help="Threads (or local worker processes); default one per core."),
+        scheduler: str = typer.Option("local", "--scheduler",
+                                      help="local (threads in this process), processes (a LocalCluster of worker "
+                                           "processes), serial, or the ADDRESS of a running Dask scheduler (as for annotate)."),
+        workers: int = typer.Option(None, "--workers", help="Threads (or worker processes); default one per core."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing segment store."),
     ) -> None:
         """Cut every complete video into L-frame segments with a balanced, fixed number of tracks each."""
+        from trackprep.config import resolve_config
+
         try:
-            result = shard(store, out, length=length, stride=stride, tracks=tracks, fg_share=fg_share, seed=seed,
+            # The defaults, and a --config file, come from trackprep.config like annotate's; flags override them.
+            cfg = resolve_config(path=config, overrides={"shard": {
+                "segment_length": length, "tracks_per_segment": tracks, "fg_share": fg_share, "seed": seed}})["shard"]
+            length = cfg["segment_length"]
+            result = shard(store, out, length=length, stride=stride, tracks=cfg["tracks_per_segment"],
+                           fg_share=cfg["fg_share"], seed=cfg["seed"],
                            tracks_dtype=tracks_dtype, segments_per_shard=segments_per_shard, scheduler=scheduler,
-                           workers=workers, overwrite=overwrite)
+                           workers=workers, overwrite=overwrite, log=lambda line: typer.echo(line, err=True))
         except (StoreError, SegmentStoreError, OSError, ValueError) as exc:
             raise _fail(exc) from exc
         n = result.tracks_per_segment
@@ -80,6 +90,8 @@ def register(app: typer.Typer) -> None:
                    f"max {n.max() if n.size else 0}")
         for video, frames in result.skipped_videos:
             typer.echo(f"skipped {video}: {frames} frames < --length {length}")
+        for video, status in result.incomplete_videos:
+            typer.echo(f"left out {video}: {status} in {store} (not complete; rerun annotate, then shard with --overwrite)")
 
     @app.command("viz")
     def viz_cli(

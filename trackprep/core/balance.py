@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from trackprep.core.types import VOID
+from trackprep.core.labels import is_foreground
 
 
 def class_counts(n: int, *, num_fg: int, num_bg: int, fg_share: float) -> tuple[int, int]:
@@ -35,7 +35,7 @@ def balanced_subsample(
 
     Reproducible from `seed` (an int or a sequence of ints, e.g. (seed, video hash, start)).
     """
-    fg = np.flatnonzero((labels > 0) & (labels != VOID))
+    fg = np.flatnonzero(is_foreground(labels))
     bg = np.flatnonzero(labels == 0)
     take_fg, take_bg = class_counts(n, num_fg=fg.size, num_bg=bg.size, fg_share=fg_share)
     rng = np.random.default_rng(seed)

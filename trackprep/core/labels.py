@@ -35,10 +35,27 @@ def label_tracks(tracks: TrackSet, masks: np.ndarray, has_mask: np.ndarray) -> T
     ok = frame < tracks.start.astype(np.int64) + tracks.lengths
     rows = np.flatnonzero(ok)
     pts = tracks.points[tracks.offsets[rows] + frame[rows] - tracks.start[rows]]
-    x = np.clip(np.rint(pts[:, 0]).astype(np.int64), 0, w - 1)
-    y = np.clip(np.rint(pts[:, 1]).astype(np.int64), 0, h - 1)
+    y, x = nearest_pixel(pts, height=h, width=w)
     labels[rows] = masks[frame[rows], y, x]
     return replace(tracks, labels=labels)
+
+
+def nearest_pixel(points: np.ndarray, *, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) int64 of the pixel whose centre is nearest each (x, y) point, clipped to the frame.
+
+    The one rounding rule of labels: the writer (label_tracks) and the checker
+    (trackprep.io.validate) must agree to the pixel.
+    """
+    x = np.clip(np.rint(points[:, 0]).astype(np.int64), 0, width - 1)
+    y = np.clip(np.rint(points[:, 1]).astype(np.int64), 0, height - 1)
+    return y, x
+
+
+def first_annotated_points(visible: np.ndarray, has_mask: np.ndarray) -> np.ndarray:
+    """int64 [N]: for dense visibility bool [N, T], each track's first frame that is visible and
+    has a mask (the frame label_tracks labels it at), or -1 when it meets no annotated frame."""
+    hit = visible & has_mask[None, :]
+    return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
 
 
 def is_foreground(labels: np.ndarray) -> np.ndarray:

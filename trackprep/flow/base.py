@@ -47,10 +47,13 @@ def select_device(device: str = "auto") -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    expected = f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}"
     try:
         dev = torch.device(device)
-    except RuntimeError as exc:
-        raise FlowSetupError(f"device: expected 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from exc
+    except (RuntimeError, TypeError) as exc:
+        raise FlowSetupError(expected) from exc
+    if dev.type not in ("cpu", "cuda", "mps"):  # torch also knows 'meta', 'xpu', ...: RAFT is not run there
+        raise FlowSetupError(expected)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise FlowSetupError(f"device {device!r} requested but CUDA is not available on this machine (use 'auto' or 'cpu')")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():

@@ -6,28 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from trackprep.core.flow_metrics import FlowErrors, flow_errors
 from trackprep.core.types import Clip
 from trackprep.flow.base import FlowEstimator
+from trackprep.io.datasets.base import load_rgb
 from trackprep.io.flo import read_flo
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """uint8 [H, W, 3]; greyscale (and palette, RGBA) images are converted, grey replicated to 3 channels."""
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"frame {str(path)!r}: could not be read as an image ({exc})") from exc
 
 
 def evaluate_pair(frame1: str | Path, frame2: str | Path, *, gt: str | Path, estimator: FlowEstimator) -> FlowErrors:
     """Errors of the estimator's forward flow frame1 -> frame2 against the .flo ground truth."""
     estimator.check_ready()  # missing weights stop us before any file is decoded
     gt_flow = read_flo(gt)
-    a, b = read_rgb(frame1), read_rgb(frame2)
+    # The dataset readers' decoder: greyscale (Middlebury's *_gray.png) becomes 3 equal channels,
+    # and a missing or truncated file is a ValueError naming it.
+    a, b = load_rgb(Path(frame1)), load_rgb(Path(frame2))
     if a.shape != b.shape:
         raise ValueError(f"frames {str(frame1)!r} {a.shape[:2]} and {str(frame2)!r} {b.shape[:2]}: expected one size")
     if gt_flow.shape[:2] != a.shape[:2]:

@@ -1,6 +1,6 @@
 """The annotation store: one Zarr v3 group per video (../shared/DESIGN.md, "Store contracts").
 
-    A.zarr/                      root attrs: format, format_version, package_version, config, config_hash
+    A.zarr/                      root attrs: format, format_version, package_version, config, config_hash, config_fingerprint
     A.zarr/<dataset>/<video>/    frames, masks, has_mask, tracks, visible, labels; attrs.status
 
 A video group is written by exactly one task, and `status = "complete"` is the
@@ -22,12 +22,14 @@ from typing import Any
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.errors import ContainsArrayError, ContainsGroupError
 
 import trackprep
 from trackprep.core.types import Clip, TrackSet
 from trackprep.io import schema
 
 ATTR_CONFIG_HASH = "config_hash"
+ATTR_FINGERPRINT = "config_fingerprint"  # the result-affecting settings hashed into config_hash
 STATUS_WRITING = "writing"
 
 # Track rows per chunk: about 8 MiB of float32 (x, y) per chunk, so a chunk is
@@ -80,33 +82,55 @@ def create_store(
     `fingerprint` is the part of it that changes results (default: all of it); an
     existing store built with a different fingerprint is refused unless `overwrite`,
     which deletes the store and starts afresh. Reopening keeps the original attributes.
+    Only an annotation store (or an empty folder) is ever deleted: `--out` naming a
+    dataset folder by mistake must not cost the user their data.
     """
     path = Path(path)
-    digest = config_hash(config if fingerprint is None else fingerprint)
-    if path.exists():
-        if overwrite:
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    fingerprint = json.loads(json.dumps(config if fingerprint is None else fingerprint, default=str))
+    digest = config_hash(fingerprint)
+    if path.exists() and overwrite:
+        if not (path.is_dir() and (_is_annotation_store(path) or not any(path.iterdir()))):
+            raise StoreError(f"{path}: exists and is not an annotation store; refusing to delete it for --overwrite")
+        shutil.rmtree(path)
+    attrs = {
+        schema.ATTR_FORMAT: schema.ANNOTATION_FORMAT,
+        schema.ATTR_FORMAT_VERSION: schema.FORMAT_VERSION,
+        schema.ATTR_PACKAGE_VERSION: trackprep.__version__,
+        schema.ATTR_CONFIG: json.loads(json.dumps(config, default=str)),
+        ATTR_CONFIG_HASH: digest,
+        ATTR_FINGERPRINT: fingerprint,
+    }
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        try:
+            # "w-" with the attributes in the same write: two runs starting at once on a new store
+            # cannot delete each other's videos, and no reader ever sees a root without its format.
+            return zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=attrs)
+        except (FileExistsError, ContainsGroupError, ContainsArrayError):
+            pass  # another run created it a moment ago: resume it like any existing store
+    root = open_store(path, mode="r+")
+    found = root.attrs.get(ATTR_CONFIG_HASH)
+    if found != digest:
+        stored = root.attrs.get(ATTR_FINGERPRINT)
+        if isinstance(stored, dict):
+            diff = "; ".join(
+                f"{k}: stored {stored.get(k)!r}, now {fingerprint.get(k)!r}"
+                for k in sorted(set(stored) | set(fingerprint)) if stored.get(k) != fingerprint.get(k)
+            )
         else:
-            root = open_store(path, mode="r+")
-            found = root.attrs.get(ATTR_CONFIG_HASH)
-            if found != digest:
-                raise StoreError(
-                    f"{path}: existing store was built with another configuration (hash {found}, now {digest}); "
-                    f"stored config: {json.dumps(root.attrs.get(schema.ATTR_CONFIG), sort_keys=True)}. "
-                    "Use --overwrite to rebuild it, or choose another --out"
-                )
-            return root
-    root = zarr.open_group(str(path), mode="w", zarr_format=3)
-    root.attrs.update(
-        {
-            schema.ATTR_FORMAT: schema.ANNOTATION_FORMAT,
-            schema.ATTR_FORMAT_VERSION: schema.FORMAT_VERSION,
-            schema.ATTR_PACKAGE_VERSION: trackprep.__version__,
-            schema.ATTR_CONFIG: json.loads(json.dumps(config, default=str)),
-            ATTR_CONFIG_HASH: digest,
-        }
-    )
+            diff = f"stored config {json.dumps(root.attrs.get(schema.ATTR_CONFIG), sort_keys=True)}"
+        raise StoreError(
+            f"{path}: existing store was built with another configuration ({diff}). "
+            "Use --overwrite to rebuild it, or choose another --out"
+        )
     return root
+
+
+def _is_annotation_store(path: Path) -> bool:
+    try:
+        meta = json.loads((path / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("attributes", {}).get(schema.ATTR_FORMAT) == schema.ANNOTATION_FORMAT
 
 
 def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
@@ -131,6 +155,14 @@ def video_key(dataset: str, video: str) -> str:
         if not value or "/" in value or value.startswith("."):
             raise ValueError(f"{what} name {value!r}: expected a non-empty name without '/' that does not start with '.'")
     return f"{dataset}/{video}"
+
+
+def require_dataset_group(root: zarr.Group, dataset: str) -> None:
+    """Create the group of one dataset unless it exists; safe when several runs start at once."""
+    try:
+        root.require_group(dataset)
+    except ContainsGroupError:
+        pass  # another run created it between zarr's check and its write
 
 
 def _track_rows_per_chunk(num_frames: int) -> int:

@@ -259,13 +259,15 @@ def fetch_dataset(
 ) -> FetchResult:
     """Fetch `manifest`'s dataset into `root` and check it; see the module docstring."""
     root = Path(root)
-    if manifest.manual and not manifest.archives:
-        return FetchResult(manifest.name, root, "manual", instructions=manual_instructions(manifest, root))
+    # Checked first for manual datasets too: once the user has put the files in place, a
+    # rerun says so instead of repeating the instructions.
     if root.is_dir():
         before = check_dataset(manifest, root)
         if before.ok:
             echo(f"{manifest.name}: already complete at {root}")
             return FetchResult(manifest.name, root, "already-complete", report=before)
+    if manifest.manual and not manifest.archives:
+        return FetchResult(manifest.name, root, "manual", instructions=manual_instructions(manifest, root))
     root.mkdir(parents=True, exist_ok=True)
     record = _read_record(root)
     for archive in manifest.archives:

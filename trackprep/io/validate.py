@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import zarr
 
+from trackprep.core.labels import first_annotated_points, nearest_pixel
 from trackprep.core.types import VOID
 from trackprep.io import annotation_store as store_io
 from trackprep.io import schema
@@ -57,23 +58,12 @@ def validate_annotation_video(root: zarr.Group, key: str, *, where: str) -> list
     if problems:
         return problems
 
-    # Labels must be object ids that occur in the annotated masks (or VOID).
-    masks, has_mask = group[schema.MASKS.name], np.asarray(group[schema.HAS_MASK.name][:], dtype=bool)
-    present = np.zeros(256, dtype=bool)
-    for i in np.flatnonzero(has_mask):
-        present |= np.bincount(np.asarray(masks[int(i)]).ravel(), minlength=256) > 0
-    present[VOID] = True
-    labels = np.asarray(group[schema.LABELS.name][:])
-    used = np.unique(labels)
-    stray = used[~present[used]]
-    if stray.size:
-        problems.append(
-            f"{where}/labels: values {stray.tolist()} do not occur in the annotated masks; "
-            f"expected object ids present in masks (or {VOID})"
-        )
-
     # NaN exactly where not visible; visible points inside the frame; every track defined somewhere.
+    # Also note each track's first visible annotated frame and its point there, for the label rule.
+    has_mask = np.asarray(group[schema.HAS_MASK.name][:], dtype=bool)
     tracks, visible = group[schema.TRACKS.name], group[schema.VISIBLE.name]
+    first_frame = np.full(n, -1, np.int64)
+    first_point = np.zeros((n, 2), np.float32)
     nan_mismatch = outside = empty = 0
     first_bad: tuple[int, int] | None = None
     for a in range(0, n, _ROW_BLOCK):
@@ -91,6 +81,46 @@ def validate_annotation_video(root: zarr.Group, key: str, *, where: str) -> list
             out = vis & finite & ((x < 0) | (x > w - 1) | (y < 0) | (y > h - 1))
         outside += int(out.sum())
         empty += int((~vis.any(axis=1)).sum())
+        f = first_annotated_points(vis, has_mask)
+        rows = np.flatnonzero(f >= 0)
+        pts = tr[rows, f[rows]]
+        unusable = rows[~np.isfinite(pts).all(axis=1)]  # NaN where visible: reported above, not again as a label
+        f[unusable] = -2
+        first_frame[a : a + vis.shape[0]] = f
+        first_point[a + rows] = np.nan_to_num(pts)
+
+    # Labels: object ids present in the annotated masks (or VOID), and exactly the mask value
+    # under each track at its first annotated frame (VOID when it meets none): the contract's rule.
+    masks = group[schema.MASKS.name]
+    labels = np.asarray(group[schema.LABELS.name][:])
+    present = np.zeros(256, dtype=bool)
+    present[VOID] = True
+    expected = np.full(n, VOID, np.uint8)
+    order = np.argsort(first_frame, kind="stable")
+    bounds = np.searchsorted(first_frame[order], np.arange(t + 1))
+    for i in np.flatnonzero(has_mask):
+        m = np.asarray(masks[int(i)])
+        present |= np.bincount(m.ravel(), minlength=256) > 0
+        rows = order[bounds[i] : bounds[i + 1]]
+        if rows.size:
+            y, x = nearest_pixel(first_point[rows], height=h, width=w)
+            expected[rows] = m[y, x]
+    used = np.unique(labels)
+    stray = used[~present[used]]
+    if stray.size:
+        problems.append(
+            f"{where}/labels: values {stray.tolist()} do not occur in the annotated masks; "
+            f"expected object ids present in masks (or {VOID})"
+        )
+    wrong = np.flatnonzero((labels != expected) & (first_frame != -2))
+    if wrong.size:
+        r = int(wrong[0])
+        at = f"frame {first_frame[r]}" if first_frame[r] >= 0 else "no annotated frame"
+        problems.append(
+            f"{where}/labels: {wrong.size} track(s) labelled other than the mask under their first annotated point "
+            f"(first: track {r}, label {labels[r]}, mask {expected[r]} at {at}); expected the object id there, "
+            f"{VOID} for a track that meets no annotated frame"
+        )
     if nan_mismatch:
         problems.append(
             f"{where}/tracks: {nan_mismatch} point(s) where NaN does not match visible (first at track {first_bad[0]}, "

@@ -266,9 +266,17 @@ def plan_annotation(
     if not datasets:
         raise AnnotateError("no dataset given; expected at least one --dataset NAME --root DIR")
     try:
-        estimator_for(config["flow"])
+        estimator = estimator_for(config["flow"])
     except FlowSetupError as exc:
         raise AnnotateError(f"flow backend {config['flow']['name']!r}: {_one_line(exc)}") from None
+    fingerprint = annotation_fingerprint(config)
+    weights = getattr(estimator, "weights_path", None)
+    if "flow.raft_weights" in fingerprint and weights is not None:
+        # The file's content, not how it was named: --raft-weights, $TRACKPREP_RAFT_WEIGHTS and
+        # the torchvision cache may name the same weights, or (the same setting) different ones.
+        from trackprep.io.fetch import file_digest
+
+        fingerprint["flow.raft_weights"] = "sha256:" + file_digest(Path(weights), "sha256")
 
     listed: list[tuple[str, str, list[str]]] = []
     for name, root in datasets:
@@ -290,14 +298,14 @@ def plan_annotation(
             raise AnnotateError(f"--videos {', '.join(unknown)}: not found in {roots}; expected video names of the given datasets")
 
     try:
-        root = store_io.create_store(out, config=config, overwrite=overwrite, fingerprint=annotation_fingerprint(config))
+        root = store_io.create_store(out, config=config, overwrite=overwrite, fingerprint=fingerprint)
     except store_io.StoreError as exc:
         raise AnnotateError(str(exc)) from None
 
     done = set(store_io.complete_videos(root))
     tasks, skipped = [], []
     for name, ds_root, names in listed:
-        root.require_group(name)  # create dataset groups here, not concurrently in the workers
+        store_io.require_dataset_group(root, name)  # here, not concurrently in the workers
         for video in _select(names, name, videos):
             task = VideoTask(dataset=name, root=ds_root, video=video)
             if task.key in done:

@@ -29,9 +29,9 @@ from trackprep.io import schema
 from trackprep.pipeline.annotate import RunContext, Stage, VideoResult, VideoTask
 
 # Memory to allow per video in flight. benchmarks/bench_annotate.py measures a 100-frame
-# 320x576 video (DIS) at about 3.4 GB peak RSS for a whole process, 0.7 GB of which is the
+# 320x576 video (DIS) at about 2.2 GiB peak RSS for a whole process, 0.7 GB of which is the
 # imported libraries; the peak is in chaining (trackprep.core.chaining) and grows linearly
-# with the video's length.
+# with the video's length. 3 GiB leaves room for longer videos.
 _MEMORY_PER_WORKER = 3 << 30
 
 

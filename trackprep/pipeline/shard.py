@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
+from trackprep.config import DEFAULTS
 from trackprep.core.segments import (
     MIN_VISIBLE, SEGMENT_LENGTH, SegmentPlan, plan_segments, segment_seed, select_segment_tracks, shard_ranges,
 )
@@ -28,7 +29,8 @@ from trackprep.io import annotation_store as astore
 from trackprep.io import schema
 from trackprep.io import segment_store as sstore
 
-DEFAULT_TRACKS = 8192  # tracks per segment; DINO-Tracker / Track4Gen draw 256 fg + 256 bg per step from these
+# Tracks per segment; DINO-Tracker / Track4Gen draw 256 fg + 256 bg per step from these.
+DEFAULT_TRACKS = DEFAULTS["shard"]["tracks_per_segment"]
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ class ShardResult:
     num_segments: int
     written: int  # segments written by this run (0 when the store was already complete)
     skipped_videos: list[tuple[str, int]] = field(default_factory=list)  # (video, frames) shorter than L
+    # (video, status) of the annotation store's videos not complete (failed, or still being written): left out
+    incomplete_videos: list[tuple[str, str]] = field(default_factory=list)
     tracks_per_segment: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
@@ -149,15 +153,29 @@ def _video_size(source_root, plan: SegmentPlan) -> tuple[int, int]:
     return sizes.pop() if sizes else (0, 0)
 
 
-def run_tasks(tasks: Sequence[ShardTask], *, scheduler: str, workers: int | None) -> list[int]:
-    """Run shard tasks; returns the segments each wrote. Schedulers as for `annotate`:
-    "serial", "threads" (Dask threads in this process), "local" (a LocalCluster of worker
-    processes) or the address of a running Dask scheduler (its workers must see both stores)."""
+def _scheduler_name(scheduler: str) -> str:
+    """The scheduler names of `annotate`; "threads" (this command's first name for "local") still works."""
+    from trackprep.pipeline.executors import check_scheduler
+
+    scheduler = "local" if scheduler == "threads" else scheduler
+    check_scheduler(scheduler)
+    return scheduler
+
+
+def run_tasks(
+    tasks: Sequence[ShardTask], *, scheduler: str, workers: int | None, log: Callable[[str], None] | None = None
+) -> list[int]:
+    """Run shard tasks; returns the segments each wrote. Schedulers as for `annotate`
+    (trackprep.pipeline.executors.SCHEDULERS): "serial", "local" (Dask threads in this
+    process), "processes" (a LocalCluster of worker processes) or the address of a running
+    Dask scheduler (its workers must see both stores)."""
+    scheduler = _scheduler_name(scheduler)
+    log = log or (lambda _msg: None)
     if not tasks:
         return []
     if scheduler == "serial":
         return [run_shard_task(t) for t in tasks]
-    if scheduler == "threads":
+    if scheduler == "local":
         import dask
 
         # Threads suffice: the heavy work (Blosc/zstd codecs, numpy gathers, file I/O) releases the GIL.
@@ -165,16 +183,18 @@ def run_tasks(tasks: Sequence[ShardTask], *, scheduler: str, workers: int | None
         return list(dask.compute(*jobs, scheduler="threads", num_workers=workers))
     from distributed import Client, LocalCluster
 
-    if scheduler == "local":
+    if scheduler == "processes":
         n = workers or max(1, min(os.cpu_count() or 1, len(tasks)))
         with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                           silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+            log(f"scheduler: Dask LocalCluster, {n} worker process(es); dashboard: {client.dashboard_link}")
             return client.gather(client.map(run_shard_task, tasks, pure=False))
     try:
         client = Client(scheduler, timeout="20s")
     except OSError as exc:
         raise OSError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there ({exc})") from None
     with client:
+        log(f"scheduler: Dask cluster at {scheduler}; dashboard: {client.dashboard_link}")
         return client.gather(client.map(run_shard_task, tasks, pure=False))
 
 
@@ -189,23 +209,25 @@ def shard(
     seed: int = 0,
     tracks_dtype: str = "float32",
     segments_per_shard: int = sstore.DEFAULT_SEGMENTS_PER_SHARD,
-    scheduler: str = "threads",
+    scheduler: str = "local",
     workers: int | None = None,
     overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
 ) -> ShardResult:
     """Cut every complete video of the annotation store `store` into segments written to `out`.
 
     Resumable: rerunning with the same arguments finishes an interrupted store (and does
     nothing to a complete one); different arguments are refused unless `overwrite`.
     """
-    if not scheduler:
-        raise ValueError("scheduler: expected serial, threads, local or a Dask scheduler address, got ''")
+    scheduler = _scheduler_name(scheduler)  # a misspelt name fails before any work
     out = Path(out)
     cfg = ShardConfig(store=str(Path(store).resolve()), length=length, stride=stride, tracks=tracks,
                       fg_share=float(fg_share), seed=seed, tracks_dtype=tracks_dtype,
                       segments_per_shard=segments_per_shard)
     source = astore.open_store(store, mode="r")
     plan = build_plan(source, length=length, stride=stride)
+    planned = set(plan.videos) | {k for k, _ in plan.skipped}
+    incomplete = [(k, astore.video_status(source, k) or "") for k in astore.video_keys(source) if k not in planned]
     skipped = [(k, t) for k, t in plan.skipped]
     config = {"command": "shard", **cfg.to_dict(), "skipped_videos": [list(s) for s in skipped],
               "source_config": source.attrs.get(schema.ATTR_CONFIG)}
@@ -240,8 +262,9 @@ def shard(
         for r in shard_ranges(len(plan), segments_per_shard=segments_per_shard)
         if not done[r.start : r.stop].all()
     ]
-    written = sum(run_tasks(tasks, scheduler=scheduler, workers=workers))
+    written = sum(run_tasks(tasks, scheduler=scheduler, workers=workers, log=log))
     sstore.mark_complete(root)
     num_tracks = np.asarray(root[schema.SEGMENTS_GROUP][schema.SEG_NUM_TRACKS.name][:], np.int32)
     return ShardResult(out=out, num_segments=len(plan), written=written, skipped_videos=skipped,
+                       incomplete_videos=incomplete,
                        tracks_per_segment=num_tracks)
