@@ -345,3 +345,37 @@ def test_two_runs_creating_one_store_at_once_keep_each_others_videos(tmp_path):
     for th in threads:
         th.join()
     assert len(roots) == 4 and S.complete_videos(S.open_store(path)) == [f"ds/v{i}" for i in range(4)]
+
+
+def test_a_writer_whose_video_was_taken_over_does_not_mark_it_complete(tmp_path, monkeypatch):
+    """Two writers of one video: the one whose group was replaced mid-write must not set status complete."""
+    import numpy as np
+
+    from trackprep.core.chaining import chain_tracks
+    from trackprep.core.labels import label_tracks
+    from trackprep.core.synthetic import make_scene
+    from trackprep.io import annotation_store as store
+
+    scene = make_scene(seed=0, num_frames=3, height=32, width=48)
+    clip = scene.to_clip("v")
+    tracks = label_tracks(chain_tracks(scene.flow()), clip.masks, clip.has_mask)
+    root = store.create_store(tmp_path / "a.zarr", config={"x": 1})
+    key = store.video_key("synthetic", "v")
+
+    real_dense = type(tracks).dense
+    taken_over = []
+
+    def dense_then_intrude(self, rows=None):
+        if not taken_over:  # while the first writer is mid-way, a second one takes the group over
+            taken_over.append(True)
+            root.create_group(key, overwrite=True).attrs.update({store.ATTR_WRITER: "other"})
+        return real_dense(self, rows)
+
+    monkeypatch.setattr(type(tracks), "dense", dense_then_intrude)
+    with pytest.raises(store.StoreError, match="another task took over"):
+        store.write_video(root, key, clip, tracks)
+    assert store.video_status(root, key) != "complete"
+    monkeypatch.setattr(type(tracks), "dense", real_dense)
+    store.write_video(root, key, clip, tracks)  # an uncontested writer completes
+    assert store.video_status(root, key) == "complete"
+    assert np.array_equal(store.read_video(root, key).labels[:], tracks.labels)

@@ -13,7 +13,9 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    # Tidy spacing within lines but keep the lines of multi-line messages (e.g. missing RAFT weights).
+    lines = [" ".join(line.split()) for line in str(message).splitlines() if line.strip()]
+    typer.echo("error: " + "\n".join(lines), err=True)
     raise typer.Exit(code=code)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ from trackprep.io import schema
 ATTR_CONFIG_HASH = "config_hash"
 ATTR_FINGERPRINT = "config_fingerprint"  # the result-affecting settings hashed into config_hash
 STATUS_WRITING = "writing"
+# Token of the task writing a video's group. Two writers of one video (overlapping runs, or a
+# retried task whose first attempt is still alive) each replace the group with their own token;
+# only the writer whose token is still there may mark the group complete.
+ATTR_WRITER = "writer"
 
 # Track rows per chunk: about 8 MiB of float32 (x, y) per chunk, so a chunk is
 # big enough to compress well and small enough that writing one holds little memory.
@@ -182,8 +187,9 @@ def write_video(
         raise ValueError(f"{key}: tracks cover {tracks.num_frames} frames, the clip has {clip.num_frames}")
     t, h, w = clip.frames.shape[:3]
     n = len(tracks)
+    token = uuid.uuid4().hex
     group = root.create_group(key, overwrite=True)
-    group.attrs.update({schema.ATTR_STATUS: STATUS_WRITING})
+    group.attrs.update({schema.ATTR_STATUS: STATUS_WRITING, ATTR_WRITER: token})
 
     frames = group.create_array(
         schema.FRAMES.name, shape=(t, h, w, 3), chunks=(1, h, w, 3), dtype=schema.FRAMES.dtype,
@@ -222,9 +228,13 @@ def write_video(
 
     info = {"num_frames": t, "num_tracks": n, "height": h, "width": w}
     info.update(attrs or {})
-    group.attrs.update(json.loads(json.dumps(info, default=str)))
-    # Last: only now is every array on disk.
-    group.attrs.update({schema.ATTR_STATUS: schema.STATUS_COMPLETE})
+    # Read the token back from disk (this group object caches its own attributes, and any
+    # attribute write from it would put our token back).
+    current = zarr.open_group(root.store, path=f"{root.path}/{key}".strip("/"), mode="r").attrs.get(ATTR_WRITER)
+    if current != token:
+        raise StoreError(f"{key}: another task took over this video while it was being written; leaving it to that task")
+    # Last, in one metadata write: only now is every array on disk.
+    group.attrs.update({**json.loads(json.dumps(info, default=str)), schema.ATTR_STATUS: schema.STATUS_COMPLETE})
 
 
 def record_failure(root: zarr.Group, key: str, error: str) -> None:

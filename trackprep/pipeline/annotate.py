@@ -268,7 +268,8 @@ def plan_annotation(
     try:
         estimator = estimator_for(config["flow"])
     except FlowSetupError as exc:
-        raise AnnotateError(f"flow backend {config['flow']['name']!r}: {_one_line(exc)}") from None
+        # Kept multi-line: it stops the whole run and lists the file, its URL and both remedies.
+        raise AnnotateError(f"flow backend {config['flow']['name']!r}: {exc}") from None
     fingerprint = annotation_fingerprint(config)
     weights = getattr(estimator, "weights_path", None)
     if "flow.raft_weights" in fingerprint and weights is not None:
