@@ -16,7 +16,6 @@ from trackprep.core import draw
 from trackprep.io import annotation_store as astore
 from trackprep.io import schema
 from trackprep.io import segment_store as sstore
-from trackprep.io.validate import store_format
 
 FORMATS = (".gif", ".mp4", ".png")
 COLOR_MODES = ("rainbow", "label")
@@ -155,7 +154,7 @@ def viz(
         raise VizError(f"fps: expected a positive number, got {fps!r}")
     if frame is not None and out.suffix.lower() != ".png":
         raise VizError(f"--frame picks one frame for a .png; {out.name} is an animation")
-    fmt = store_format(store)
+    fmt = schema.store_format(store)
     if video is not None:
         if fmt == schema.SEGMENT_FORMAT:
             raise VizError(f"{store} is a segment store: pick a segment with --segment I, not --video")

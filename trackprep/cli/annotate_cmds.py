@@ -144,9 +144,8 @@ def register(app: typer.Typer) -> None:
         """Videos, frames, tracks, foreground share, failures and configuration of a store."""
         from trackprep.io import annotation_store as store_io
         from trackprep.io import schema
-        from trackprep.io.validate import store_format
 
-        if store_format(store) == schema.SEGMENT_FORMAT:  # segment stores: trackprep/cli/shard_cmds.py
+        if schema.store_format(store) == schema.SEGMENT_FORMAT:  # segment stores: trackprep/cli/shard_cmds.py
             from trackprep.cli.shard_cmds import segment_info
             from trackprep.io.segment_store import SegmentStoreError
 

@@ -94,7 +94,7 @@ def create_store(
     fingerprint = json.loads(json.dumps(config if fingerprint is None else fingerprint, default=str))
     digest = config_hash(fingerprint)
     if path.exists() and overwrite:
-        if not (path.is_dir() and (_is_annotation_store(path) or not any(path.iterdir()))):
+        if not (path.is_dir() and (schema.store_format(path) == schema.ANNOTATION_FORMAT or not any(path.iterdir()))):
             raise StoreError(f"{path}: exists and is not an annotation store; refusing to delete it for --overwrite")
         shutil.rmtree(path)
     attrs = {
@@ -129,13 +129,6 @@ def create_store(
         )
     return root
 
-
-def _is_annotation_store(path: Path) -> bool:
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("attributes", {}).get(schema.ATTR_FORMAT) == schema.ANNOTATION_FORMAT
 
 
 def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:

@@ -7,7 +7,9 @@ Dimension letters: T frames, H, W image size, N tracks, S segments, L segment le
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -27,6 +29,17 @@ STATUS_FAILED = "failed"
 ATTR_ERROR = "error"
 
 SEGMENTS_GROUP = "segments"
+
+
+def store_format(path: str | Path) -> str | None:
+    """The `format` root attribute of the store at `path` (ANNOTATION_FORMAT, SEGMENT_FORMAT, ...),
+    read straight from its zarr.json; None when it is not a readable Zarr v3 group."""
+    try:
+        meta = json.loads((Path(path) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return None
+    attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    return attrs.get(ATTR_FORMAT) if isinstance(attrs, dict) else None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,6 @@ label 255. NaN marks "undefined" everywhere, as in the annotation store.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -96,7 +95,7 @@ def create_segment_store(
     if path.exists():
         if not overwrite:
             raise FileExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
-        if path.is_file() or (any(path.iterdir()) and not _looks_like_segment_store(path)):
+        if path.is_file() or (any(path.iterdir()) and schema.store_format(path) != schema.SEGMENT_FORMAT):
             # Never delete something we did not make (e.g. the annotation store given as --out by mistake).
             raise FileExistsError(f"{path}: exists and is not a segment store; refusing to overwrite it")
 
@@ -131,13 +130,6 @@ def create_segment_store(
                    attributes={"meaning": "True once the segment is fully written"})
     return root
 
-
-def _looks_like_segment_store(path: Path) -> bool:
-    try:
-        meta = json.loads((path / "zarr.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return meta.get("attributes", {}).get(schema.ATTR_FORMAT) == schema.SEGMENT_FORMAT
 
 
 def open_segment_store(path: str | os.PathLike | StoreLike, *, mode: str = "r") -> zarr.Group:

@@ -167,20 +167,9 @@ def validate_annotation_store(path: str | Path) -> list[str]:
 VALIDATORS: dict[str, Callable[[str | Path], list[str]]] = {schema.ANNOTATION_FORMAT: validate_annotation_store}
 
 
-def store_format(path: str | Path) -> str | None:
-    """The `format` root attribute of a Zarr store, or None when it is not a readable Zarr v3 group."""
-    path = Path(path)
-    if not (path / "zarr.json").is_file():
-        return None
-    try:
-        return zarr.open_group(str(path), mode="r", zarr_format=3).attrs.get(schema.ATTR_FORMAT)
-    except Exception:
-        return None
-
-
 def validate_store(path: str | Path) -> list[str]:
     """Validate any trackprep store, choosing the rules by its format attribute."""
-    fmt = store_format(path)
+    fmt = schema.store_format(path)
     if fmt is None:
         what = "does not exist" if not Path(path).exists() else "is not a readable Zarr v3 store"
         return [f"{path}: {what}; expected a trackprep store"]
