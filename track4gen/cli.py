@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from trackprep.cli_errors import user_errors
 
 from track4gen.conditioning import FPS, MOTION_BUCKET_ID
 from track4gen.data import FG_SHARE, NUM_PAIRS
@@ -23,15 +24,6 @@ app = typer.Typer(
 )
 
 
-@contextlib.contextmanager
-def _user_errors():
-    """A bad option or a missing file is reported in one line with exit code 2 (as `trackprep` does);
-    anything else keeps its traceback."""
-    try:
-        yield
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(code=2) from exc
 
 
 @app.command("train")
@@ -78,7 +70,7 @@ def train_cli(
         checkpoint_every=checkpoint_every, checkpoints_total_limit=checkpoints_total_limit, resume=resume,
         num_workers=num_workers, seed=seed, variant=variant, allow_hub=allow_hub, cpu=cpu,
     )
-    with _user_errors():
+    with user_errors(FileNotFoundError, ValueError):
         result = train(cfg)
     typer.echo(f"trained steps {result.first_step}..{result.last_step}; last checkpoint "
                f"{result.checkpoints[-1] if result.checkpoints else '-'}")
@@ -103,7 +95,7 @@ def sample_cli(
     """Image-to-video with a trained checkpoint (30-step EDM sampling, motion bucket 127, fps 7)."""
     from track4gen.sample import sample_video
 
-    with _user_errors():
+    with user_errors(FileNotFoundError, ValueError):
         path = sample_video(checkpoint, image, out, num_frames=num_frames, height=height, width=width,
                             num_inference_steps=steps, motion_bucket_id=motion_bucket_id, fps=fps, seed=seed,
                             pretrained=pretrained, allow_hub=allow_hub, device=device)

@@ -17,6 +17,7 @@ import torch
 from track4gen import checkpoint as ckpt
 from track4gen.conditioning import FPS, MOTION_BUCKET_ID
 from track4gen.model import Track4GenUNet, check_layout, resolve_variant
+from trackprep.io.datasets.base import open_image
 
 NUM_STEPS = 30  # Track4Gen evaluation: 30-step EDM (Euler) sampling
 VIDEO_SUFFIXES = (".mp4", ".gif")
@@ -113,11 +114,12 @@ def sample_video(
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if not Path(image).is_file():
         raise FileNotFoundError(f"--image {image}: no such file")
+    # Decode before loading the pipeline, so a corrupt image fails in a second, naming the file.
+    picture = open_image(Path(image)).convert("RGB").resize((width, height), Image.BICUBIC)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     pipe = load_pipeline(checkpoint, pretrained=pretrained, allow_hub=allow_hub, device=device, dtype=dtype)
     num_frames = num_frames or int(pipe.unet.config.num_frames)
-    picture = Image.open(image).convert("RGB").resize((width, height), Image.BICUBIC)
     result = pipe(
         picture, height=height, width=width, num_frames=num_frames, num_inference_steps=num_inference_steps,
         motion_bucket_id=motion_bucket_id, fps=fps, noise_aug_strength=noise_aug_strength,

@@ -37,19 +37,12 @@ class TrackAccuracy:
 
 
 def score_against_scene(video: store_io.StoredVideo, scene: Scene, *, sample: int = 2000, seed: int = 0) -> TrackAccuracy:
-    """Distance between stored tracks and the scene's exact tracks of the same start points.
-
-    Each sampled track is queried at its first visible point; its ground truth follows the
-    layer on top there. Compared at the frames where the stored track is visible.
-    """
+    """Distance between `sample` stored tracks and the scene's exact tracks of the same start points."""
     n = video.num_tracks
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
     tracks = np.asarray(video.tracks.get_orthogonal_selection((rows, slice(None), slice(None))))
     visible = np.asarray(video.visible.get_orthogonal_selection((rows, slice(None))))
-    first = visible.argmax(axis=1)
-    start_xy = tracks[np.arange(rows.size), first]
-    gt, _ = scene.ground_truth(np.concatenate([first[:, None].astype(np.float64), start_xy], axis=1))
-    err = np.linalg.norm(tracks - gt, axis=-1)[visible]
+    err = scene.track_errors(tracks, visible)
     return TrackAccuracy(points=int(err.size), median_px=float(np.median(err)), p95_px=float(np.percentile(err, 95)))
 
 

@@ -48,10 +48,7 @@ def run_selfcheck(
     t4 = time.perf_counter()
 
     rows = np.random.default_rng(seed).choice(len(tracks), min(sample, len(tracks)), replace=False)
-    queries = np.concatenate([tracks.start[rows, None], tracks.first_points()[rows]], axis=1)
-    gt, _ = scene.ground_truth(queries)
-    dense, visible = tracks.dense(rows)
-    err = np.linalg.norm(dense - gt, axis=-1)[visible]
+    err = scene.track_errors(*tracks.dense(rows))
     return SelfCheck(
         num_frames=num_frames, height=height, width=width, num_tracks=len(tracks),
         foreground_share=float(is_foreground(tracks.labels).mean()),

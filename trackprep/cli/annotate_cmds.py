@@ -9,14 +9,7 @@ from typing import Any, List, Optional
 import typer
 
 # Exit codes: 0 all good, 1 some video failed / the store has violations, 2 the run could not start.
-EXIT_FAILED, EXIT_USAGE = 1, 2
-
-
-def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    # Tidy spacing within lines but keep the lines of multi-line messages (e.g. missing RAFT weights).
-    lines = [" ".join(line.split()) for line in str(message).splitlines() if line.strip()]
-    typer.echo("error: " + "\n".join(lines), err=True)
-    raise typer.Exit(code=code)
+from trackprep.cli_errors import EXIT_FAILED, EXIT_USAGE, fail
 
 
 def _split_list(values: Optional[List[str]]) -> list[str]:
@@ -67,7 +60,7 @@ def run_annotate(
             scheduler=scheduler, workers=workers, progress=make_progress(quiet=quiet), log=log,
         )
     except (AnnotateError, ConfigError, ValueError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     for line in summary.lines():
         typer.echo(line)
     return EXIT_FAILED if summary.failed else 0
@@ -152,7 +145,7 @@ def register(app: typer.Typer) -> None:
             try:
                 lines = segment_info(store, as_json=as_json)
             except (SegmentStoreError, KeyError) as exc:  # KeyError: an array of the contract is missing
-                _fail(f"{store}: unreadable segment store ({exc}); `trackprep validate {store}` lists what is wrong")
+                fail(f"{store}: unreadable segment store ({exc}); `trackprep validate {store}` lists what is wrong")
             for line in lines:
                 typer.echo(line)
             return
@@ -163,7 +156,7 @@ def register(app: typer.Typer) -> None:
                 for line in store_info_lines(store):
                     typer.echo(line)
         except store_io.StoreError as exc:
-            _fail(str(exc))
+            fail(str(exc))
 
     @app.command("validate")
     def validate_cli(store: Path = typer.Argument(..., help="A trackprep store.")) -> None:
@@ -191,12 +184,12 @@ def register(app: typer.Typer) -> None:
         from trackprep.pipeline.progress import make_progress
 
         if flow not in ("oracle", "dis"):
-            _fail(f"--flow {flow!r}: expected oracle or dis (the demo runs offline, without RAFT weights)")
+            fail(f"--flow {flow!r}: expected oracle or dis (the demo runs offline, without RAFT weights)")
         try:
             r = run_demo(out, num_videos=videos, flow=flow, scheduler=scheduler, progress=make_progress(),
                          log=lambda line: typer.echo(line, err=True))
         except (AnnotateError, ValueError, OSError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         for line in r.summary.lines():
             typer.echo(line)
         for key, acc in r.accuracy.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from trackprep.config import ConfigError, parse_size
 from trackprep.selfcheck import run_selfcheck
 
 
@@ -14,9 +15,9 @@ def selfcheck(
 ) -> None:
     """Chain exact flow of a synthetic clip and print track accuracy against ground truth."""
     try:
-        height, width = (int(v) for v in size.lower().split("x"))
-    except ValueError:
-        raise typer.BadParameter(f"expected HxW such as 320x576, got {size!r}", param_hint="--size") from None
+        height, width = parse_size(size)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--size") from None
     if frames < 2 or height < 2 or width < 2:
         raise typer.BadParameter(f"expected at least 2 frames of at least 2x2 pixels, got {frames} frames of {height}x{width}")
     r = run_selfcheck(seed=seed, num_frames=frames, height=height, width=width)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from trackprep.cli_errors import user_errors
+
 from trackprep.eval.evaluate import EvalReport, EvaluationError, evaluate_store, format_table
 from trackprep.eval.groundtruth import GroundTruthError
 from trackprep.io.annotation_store import StoreError
@@ -39,11 +41,8 @@ def register(app: typer.Typer) -> None:
         json_out: Path = typer.Option(None, "--json", help="Also write every metric, per video and mean, here."),
     ) -> None:
         """Per-video TAP-Vid metrics (position accuracy, occlusion accuracy, AJ) and PCK, and their mean."""
-        try:
+        with user_errors(StoreError, GroundTruthError, EvaluationError, ValueError):
             report = eval_tracks(store, gt, format=format, mode=mode, max_frames=max_frames, json_out=json_out)
-        except (StoreError, GroundTruthError, EvaluationError, ValueError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from exc
         clip = f"; first {max_frames} frames of each video" if max_frames else ""
         typer.echo(f"query mode: {report.mode}{clip}; values x100")
         typer.echo(format_table(report))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from trackprep.cli_errors import user_errors
+
 from trackprep.core.flow_metrics import FlowErrors
 from trackprep.flow import FlowSetupError, make_estimator
 from trackprep.flow.evaluate import evaluate_pair
@@ -47,14 +49,11 @@ def register(app: typer.Typer) -> None:
         dis_preset: str = typer.Option("medium", "--dis-preset", help="DIS preset: ultrafast, fast or medium."),
     ) -> None:
         """Average end-point error and share of pixels over 1 px and 3 px, of FRAME1 -> FRAME2 flow."""
-        try:
+        with user_errors(FlowSetupError, ValueError, FileNotFoundError):
             errors = eval_flow(
                 frame1, frame2, gt=gt, flow=flow, raft_model=raft_model, raft_weights=raft_weights,
                 iters=iters, device=device, dis_preset=dis_preset,
             )
-        except (FlowSetupError, ValueError, FileNotFoundError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(code=2) from exc
         typer.echo(f"flow: {flow}")
         typer.echo(f"AEPE: {errors.aepe:.4f} px")
         typer.echo(f"> 1 px: {100 * errors.over_1px:.2f} %")

@@ -8,17 +8,13 @@ from typing import Optional
 
 import typer
 
+from trackprep.cli_errors import fail
 from trackprep.io.annotation_store import StoreError
 from trackprep.io.segment_store import (
     DEFAULT_SEGMENTS_PER_SHARD, SegmentStoreError, open_segment_store, segment_store_summary,
 )
 from trackprep.pipeline.shard import shard
 from trackprep.viz import DEFAULT_MAX_TRACKS, VizError, viz
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(code=2)
 
 
 def segment_info_lines(summary: dict) -> list[str]:
@@ -83,7 +79,7 @@ def register(app: typer.Typer) -> None:
                            tracks_dtype=tracks_dtype, segments_per_shard=segments_per_shard, scheduler=scheduler,
                            workers=workers, overwrite=overwrite, log=lambda line: typer.echo(line, err=True))
         except (StoreError, SegmentStoreError, OSError, ValueError) as exc:
-            raise _fail(exc) from exc
+            fail(exc)
         n = result.tracks_per_segment
         typer.echo(f"{result.out}: {result.num_segments} segments of {length} frames "
                    f"({result.written} written now); tracks per segment min {n.min() if n.size else 0}, "
@@ -112,5 +108,5 @@ def register(app: typer.Typer) -> None:
             path = viz(store, out, video=video, segment=segment, color_by=color_by, show_masks=masks,
                        max_tracks=max_tracks, tail=tail, radius=radius, fps=fps, frame=frame)
         except (StoreError, SegmentStoreError, VizError, FileNotFoundError, IndexError, ValueError) as exc:
-            raise _fail(exc) from exc
+            fail(exc)
         typer.echo(f"wrote {path}")

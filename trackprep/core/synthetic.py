@@ -157,6 +157,14 @@ class Scene:
             visible[:, t] &= covered_by <= layer_of
         return tracks.astype(np.float32), visible
 
+    def track_errors(self, tracks: np.ndarray, visible: np.ndarray) -> np.ndarray:
+        """Distances (px) between tracks [n, T, 2] and the exact tracks of the same points, at every
+        frame where visible [n, T] is True; each track is queried at its first visible point."""
+        first = visible.argmax(axis=1)
+        start = tracks[np.arange(tracks.shape[0]), first]
+        gt, _ = self.ground_truth(np.concatenate([first[:, None].astype(np.float64), start], axis=1))
+        return np.linalg.norm(tracks - gt, axis=-1)[visible]
+
     # ---------------------------------------------------------------- conversions
     def to_clip(self, name: str) -> Clip:
         frames, masks = self.render()

@@ -83,12 +83,6 @@ class Manifest:
                 return s
         return None
 
-    def split_of(self, name: str) -> str | None:
-        for split, seqs in self.splits.items():
-            if any(s.name == name for s in seqs):
-                return split
-        return None
-
 
 def manifest_dir() -> Path:
     return Path(os.environ.get(MANIFEST_DIR_ENV) or DEFAULT_MANIFEST_DIR)

@@ -118,23 +118,18 @@ def resolve_raft_weights(
     allow_download None means: allowed unless TRACKPREP_OFFLINE is set.
     """
     _check_model(model)
-    if explicit is not None:
-        path = Path(explicit).expanduser()
+    # A file the user named (flag first, then environment) must exist: never fall back past it.
+    named = ((explicit, "explicit", "--raft-weights"), (os.environ.get(ENV_WEIGHTS) or None, "env", f"${ENV_WEIGHTS}"))
+    for value, source, where in named:
+        if value is None:
+            continue
+        path = Path(value).expanduser()
         if not path.is_file():
             raise RaftWeightsError(
-                f"RAFT weights file {str(path)!r} (from --raft-weights) does not exist or is not a file; "
+                f"RAFT weights file {str(path)!r} (from {where}) does not exist or is not a file; "
                 f"expected a torchvision state dict such as {weights_filename(model)} from {weights_url(model)}"
             )
-        return ResolvedWeights(path, "explicit")
-    env = os.environ.get(ENV_WEIGHTS)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise RaftWeightsError(
-                f"RAFT weights file {env!r} (from ${ENV_WEIGHTS}) does not exist or is not a file; "
-                f"expected a torchvision state dict such as {weights_filename(model)} from {weights_url(model)}"
-            )
-        return ResolvedWeights(path, "env")
+        return ResolvedWeights(path, source)
     cached = cache_path(model)
     if cached.is_file():
         return ResolvedWeights(cached, "cache")
