@@ -10,10 +10,12 @@ import typer
 
 from trackprep.cli_errors import user_errors
 
-from track4gen.conditioning import FPS, MOTION_BUCKET_ID
-from track4gen.data import FG_SHARE, NUM_PAIRS
-from track4gen.losses import CORRESPONDENCE_WEIGHT, SOFTMAX_TEMPERATURE
-from track4gen.model import TRAINABLE_CHOICES
+# Option defaults, spelled out so that `--help` does not import torch (the modules named hold the
+# same values and use them; tests/test_startup.py checks that they agree).
+FPS, MOTION_BUCKET_ID = 7, 127  # track4gen.conditioning
+FG_SHARE, NUM_PAIRS = 0.5, 512  # track4gen.data
+CORRESPONDENCE_WEIGHT, SOFTMAX_TEMPERATURE = 8.0, 0.1  # track4gen.losses
+TRAINABLE_CHOICES = ("temporal", "spatial-temporal", "all")  # track4gen.model
 
 app = typer.Typer(
     name="track4gen",

@@ -8,8 +8,11 @@ from typing import Any, List, Optional
 
 import typer
 
-# Exit codes: 0 all good, 1 some video failed / the store has violations, 2 the run could not start.
-from trackprep.cli_errors import EXIT_FAILED, EXIT_USAGE, fail
+# Exit codes: 0 all good, 1 some video failed / the store has violations, 2 the run could not
+# start, 130 interrupted (Ctrl-C).
+from trackprep.cli_errors import EXIT_FAILED, fail
+
+EXIT_INTERRUPTED = 130
 
 
 def _split_list(values: Optional[List[str]]) -> list[str]:
@@ -21,19 +24,31 @@ def _split_list(values: Optional[List[str]]) -> list[str]:
 
 
 def pair_datasets(datasets: list[str], roots: list[Path]) -> list[tuple[str, Path]]:
-    """--dataset and --root given in pairs, in order."""
+    """--dataset and --root given in pairs, in order; with no --root at all, every dataset is
+    looked for in the data home (trackprep.io.datahome), and a missing one stops the run."""
+    from trackprep.io.datahome import locate_dataset
+
     if not datasets:
-        raise ValueError("no --dataset given; expected --dataset NAME --root DIR (repeatable)")
-    if len(datasets) != len(roots):
-        raise ValueError(f"{len(datasets)} --dataset but {len(roots)} --root; expected one --root per --dataset, in order")
-    return list(zip(datasets, roots))
+        raise ValueError("no --dataset given; expected --dataset NAME (repeatable), each with its --root DIR "
+                         "unless it is in the data home (`trackprep datasets` lists what is there)")
+    if roots and len(datasets) != len(roots):
+        raise ValueError(f"{len(datasets)} --dataset but {len(roots)} --root; expected one --root per --dataset, "
+                         "in order, or none to use the data home")
+    return [(name, locate_dataset(name, root)) for name, root in zip(datasets, roots or [None] * len(datasets))]
+
+
+def default_out(datasets: list[str]) -> Path:
+    """annotations/<dataset>[+<dataset>...].zarr under the working directory (canonical names)."""
+    from trackprep.io.datasets import canonical_name
+
+    return Path("annotations") / ("+".join(dict.fromkeys(canonical_name(d) for d in datasets)) + ".zarr")
 
 
 def run_annotate(
     *,
     datasets: list[str],
     roots: list[Path],
-    out: Path,
+    out: Optional[Path] = None,
     config_path: Optional[Path] = None,
     overrides: dict[str, Any] | None = None,
     videos: list[str] | None = None,
@@ -43,10 +58,11 @@ def run_annotate(
     strict: bool = False,
     quiet: bool = False,
 ) -> int:
-    """Resolve the configuration, annotate, print the summary; returns the exit code."""
+    """Resolve the datasets' folders, the output and the configuration, annotate, print the
+    summary; returns the exit code. Nothing is created before every input is found."""
     from trackprep.config import ConfigError, resolve_config
-    from trackprep.pipeline.annotate import AnnotateError, annotate
-    from trackprep.pipeline.progress import make_progress
+    from trackprep.io.datahome import DataHomeError
+    from trackprep.io.datasets import DatasetError
 
     def log(line: str) -> None:
         if not quiet:
@@ -55,12 +71,31 @@ def run_annotate(
     try:
         pairs = pair_datasets(datasets, roots)
         config = resolve_config(path=config_path, overrides=overrides)
+        if out is None:
+            out = default_out(datasets)
+            log(f"output: {out} (no --out given)")
+    except (DataHomeError, DatasetError, ConfigError, ValueError, OSError) as exc:
+        fail(str(exc))
+    # Imported once the inputs are known to be there: a missing dataset is reported at once.
+    from trackprep.pipeline.annotate import AnnotateError, annotate
+    from trackprep.pipeline.progress import make_progress
+
+    for (name, root), given in zip(pairs, roots or [None] * len(pairs)):
+        if given is None:
+            log(f"{name}: {root} (data home)")
+    try:
         summary = annotate(
             datasets=pairs, out=out, config=config, videos=videos or None, overwrite=overwrite, strict=strict,
             scheduler=scheduler, workers=workers, progress=make_progress(quiet=quiet), log=log,
         )
     except (AnnotateError, ConfigError, ValueError, OSError) as exc:
         fail(str(exc))
+    except KeyboardInterrupt:
+        # 128 + SIGINT, as shells report it. Each finished video was written and marked complete
+        # on its own, so the store is resumable as it stands.
+        typer.echo(f"\ninterrupted: videos finished so far are kept in {out}; run the same command again to "
+                   "continue (complete videos are skipped, the interrupted ones redone)", err=True)
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
     for line in summary.lines():
         typer.echo(line)
     return EXIT_FAILED if summary.failed else 0
@@ -88,15 +123,16 @@ def store_info_lines(path: Path) -> list[str]:
 
 
 def register(app: typer.Typer) -> None:
-    from trackprep.io.datasets import known_datasets
-
-    dataset_help = f"Dataset name (repeatable): {', '.join(known_datasets())}."
+    dataset_help = ("Dataset name (repeatable): davis2016, davis2017 (alias davis), segtrackv2, fbms59, jumpcut, "
+                    "imagefolder, synthetic.")
 
     @app.command("annotate")
     def annotate_cli(
         dataset: List[str] = typer.Option([], "--dataset", help=dataset_help),
-        root: List[Path] = typer.Option([], "--root", help="Folder of each --dataset, in the same order."),
-        out: Path = typer.Option(..., "--out", help="Annotation store to create or resume (.zarr)."),
+        root: List[Path] = typer.Option([], "--root", help="Folder of each --dataset, in the same order; "
+                                        "default: the dataset's folder in the data home ($TRACKPREP_DATA)."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Annotation store to create or resume (.zarr); "
+                                           "default: annotations/<dataset>.zarr here."),
         videos: Optional[List[str]] = typer.Option(None, "--videos", help="Only these videos (NAME or DATASET/NAME; repeatable or comma-separated)."),
         config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML, e.g. pipelines/track4gen.yaml; flags override it."),
         flow: Optional[str] = typer.Option(None, "--flow", help="Flow backend: raft (default), dis or oracle."),
@@ -138,6 +174,10 @@ def register(app: typer.Typer) -> None:
         from trackprep.io import annotation_store as store_io
         from trackprep.io import schema
 
+        if not (store / "zarr.json").is_file():  # info reads both kinds of store: say so, not "annotation store"
+            what = "does not exist" if not store.exists() else "has no zarr.json (not a Zarr v3 group)"
+            fail(f"{store}: {what}; expected a trackprep store: an annotation store (`trackprep annotate --out`) "
+                 "or a segment store (`trackprep shard --out`)")
         if schema.store_format(store) == schema.SEGMENT_FORMAT:  # segment stores: trackprep/cli/shard_cmds.py
             from trackprep.cli.shard_cmds import segment_info
             from trackprep.io.segment_store import SegmentStoreError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from trackprep.config import ConfigError, parse_size
-from trackprep.selfcheck import run_selfcheck
 
 
 def selfcheck(
@@ -14,6 +13,8 @@ def selfcheck(
     seed: int = typer.Option(0, help="Scene seed."),
 ) -> None:
     """Chain exact flow of a synthetic clip and print track accuracy against ground truth."""
+    from trackprep.selfcheck import run_selfcheck  # torch: imported only when the command runs
+
     try:
         height, width = parse_size(size)
     except ConfigError as exc:

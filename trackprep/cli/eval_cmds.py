@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from trackprep.cli_errors import user_errors
 
-from trackprep.eval.evaluate import EvalReport, EvaluationError, evaluate_store, format_table
-from trackprep.eval.groundtruth import GroundTruthError
-from trackprep.io.annotation_store import StoreError
+if TYPE_CHECKING:  # the evaluation (torch, scipy, zarr) is imported when the command runs
+    from trackprep.eval.evaluate import EvalReport
 
 
 def eval_tracks(
@@ -24,6 +24,8 @@ def eval_tracks(
     json_out: str | Path | None = None,
 ) -> EvalReport:
     """Evaluate `store` against the ground truth in `gt`; optionally write the full report as JSON."""
+    from trackprep.eval.evaluate import evaluate_store
+
     report = evaluate_store(store, gt, format=format, mode=mode, max_frames=max_frames)
     if json_out is not None:
         Path(json_out).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -41,6 +43,10 @@ def register(app: typer.Typer) -> None:
         json_out: Path = typer.Option(None, "--json", help="Also write every metric, per video and mean, here."),
     ) -> None:
         """Per-video TAP-Vid metrics (position accuracy, occlusion accuracy, AJ) and PCK, and their mean."""
+        from trackprep.eval.evaluate import EvaluationError, format_table
+        from trackprep.eval.groundtruth import GroundTruthError
+        from trackprep.io.annotation_store import StoreError
+
         with user_errors(StoreError, GroundTruthError, EvaluationError, ValueError):
             report = eval_tracks(store, gt, format=format, mode=mode, max_frames=max_frames, json_out=json_out)
         clip = f"; first {max_frames} frames of each video" if max_frames else ""

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from trackprep.cli_errors import user_errors
 
-from trackprep.core.flow_metrics import FlowErrors
-from trackprep.flow import FlowSetupError, make_estimator
-from trackprep.flow.evaluate import evaluate_pair
+if TYPE_CHECKING:  # the flow backends (torch, OpenCV) are imported when the command runs
+    from trackprep.core.flow_metrics import FlowErrors
 
 
 def eval_flow(
@@ -25,6 +25,9 @@ def eval_flow(
     device: str = "auto",
     dis_preset: str = "medium",
 ) -> FlowErrors:
+    from trackprep.flow import FlowSetupError, make_estimator
+    from trackprep.flow.evaluate import evaluate_pair
+
     if flow not in ("raft", "dis"):
         raise FlowSetupError(f"--flow: expected raft or dis (the oracle needs a synthetic clip), got {flow!r}")
     estimator = make_estimator(
@@ -49,6 +52,8 @@ def register(app: typer.Typer) -> None:
         dis_preset: str = typer.Option("medium", "--dis-preset", help="DIS preset: ultrafast, fast or medium."),
     ) -> None:
         """Average end-point error and share of pixels over 1 px and 3 px, of FRAME1 -> FRAME2 flow."""
+        from trackprep.flow import FlowSetupError
+
         with user_errors(FlowSetupError, ValueError, FileNotFoundError):
             errors = eval_flow(
                 frame1, frame2, gt=gt, flow=flow, raft_model=raft_model, raft_weights=raft_weights,

@@ -9,12 +9,11 @@ from typing import Optional
 import typer
 
 from trackprep.cli_errors import fail
-from trackprep.io.annotation_store import StoreError
-from trackprep.io.segment_store import (
-    DEFAULT_SEGMENTS_PER_SHARD, SegmentStoreError, open_segment_store, segment_store_summary,
-)
-from trackprep.pipeline.shard import shard
-from trackprep.viz import DEFAULT_MAX_TRACKS, VizError, viz
+
+# Option defaults, spelled out so that `--help` imports no store or drawing code (zarr, dask);
+# tests/test_startup.py checks them against trackprep.io.segment_store and trackprep.viz.
+DEFAULT_SEGMENTS_PER_SHARD = 8
+DEFAULT_MAX_TRACKS = 400
 
 
 def segment_info_lines(summary: dict) -> list[str]:
@@ -41,6 +40,8 @@ def segment_info_lines(summary: dict) -> list[str]:
 
 def segment_info(store: Path, *, as_json: bool) -> list[str]:
     """`trackprep info` output for a segment store."""
+    from trackprep.io.segment_store import open_segment_store, segment_store_summary
+
     summary = segment_store_summary(open_segment_store(store))
     return [json.dumps(summary, indent=2, sort_keys=True)] if as_json else segment_info_lines(summary)
 
@@ -49,7 +50,8 @@ def register(app: typer.Typer) -> None:
     @app.command("shard")
     def shard_cli(
         store: Path = typer.Option(..., "--store", help="Annotation store (A.zarr) written by `trackprep annotate`."),
-        out: Path = typer.Option(..., "--out", help="Segment store to write (S.zarr); rerun to resume it."),
+        out: Optional[Path] = typer.Option(None, "--out", help="Segment store to write (S.zarr); rerun to resume it. "
+                                           "Default: segments/<name of --store>.zarr here."),
         config: Optional[Path] = typer.Option(None, "--config", help="Pipeline YAML (its shard: section), e.g. "
                                               "pipelines/track4gen.yaml; flags override it."),
         length: Optional[int] = typer.Option(None, "--length", help="Frames per segment (default 24, Track4Gen)."),
@@ -68,7 +70,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Cut every complete video into L-frame segments with a balanced, fixed number of tracks each."""
         from trackprep.config import resolve_config
+        from trackprep.io.annotation_store import StoreError
+        from trackprep.io.segment_store import SegmentStoreError
+        from trackprep.pipeline.shard import shard
 
+        if out is None:
+            name = store.resolve().name
+            out = Path("segments") / (name if name.endswith(".zarr") else f"{name}.zarr")
+            if out.resolve() == store.resolve():
+                fail(f"--store {store} is where the default --out would go; expected --out S.zarr naming another path")
+            typer.echo(f"output: {out} (no --out given)", err=True)
         try:
             # The defaults, and a --config file, come from trackprep.config like annotate's; flags override them.
             cfg = resolve_config(path=config, overrides={"shard": {
@@ -104,6 +115,10 @@ def register(app: typer.Typer) -> None:
         frame: int = typer.Option(None, "--frame", help="For .png: this frame alone (default: a grid of 8 frames)."),
     ) -> None:
         """Draw tracks over the frames of one video or segment."""
+        from trackprep.io.annotation_store import StoreError
+        from trackprep.io.segment_store import SegmentStoreError
+        from trackprep.viz import VizError, viz
+
         try:
             path = viz(store, out, video=video, segment=segment, color_by=color_by, show_masks=masks,
                        max_tracks=max_tracks, tail=tail, radius=radius, fps=fps, frame=frame)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:
@@ -16,6 +14,9 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
 
 def resize_frames(frames: np.ndarray, *, size: tuple[int, int]) -> np.ndarray:
     """uint8 [T, H, W, 3] -> uint8 [T, h, w, 3], bilinear with antialiasing when shrinking."""
+    import torch  # here, not at the top: the dataset readers import this module and must start without torch
+    import torch.nn.functional as F
+
     h, w = _check_size(size)
     if frames.shape[1:3] == (h, w):
         return frames

@@ -17,7 +17,6 @@ import functools
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
-import torch
 
 from trackprep.core.types import Clip, FlowPair
 
@@ -127,6 +126,8 @@ class Scene:
                     sel = top == k
                     f[sel] = self._map(k, t_from, t_to, grid[sel]) - grid[sel]
                 out[t] = f.transpose(2, 0, 1)
+        import torch  # here, not at the top: the dataset readers import this module and must start without torch
+
         return FlowPair(forward=torch.from_numpy(forward), backward=torch.from_numpy(backward))
 
     def ground_truth(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

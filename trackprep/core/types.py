@@ -10,10 +10,12 @@ the stage that made it, not three stages later.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # imported where a FlowPair is checked, so that readers and checkers start without torch
+    import torch
 
 VOID = 255  # mask value for "not annotated" pixels (DAVIS) and unknown track labels
 
@@ -74,6 +76,8 @@ class FlowPair:
     backward: torch.Tensor  # float32 [T-1, 2, H, W]
 
     def __post_init__(self) -> None:
+        import torch
+
         for name in ("forward", "backward"):
             f = getattr(self, name)
             if not isinstance(f, torch.Tensor) or f.ndim != 4 or f.shape[1] != 2 or not f.is_floating_point():

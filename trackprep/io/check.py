@@ -3,7 +3,8 @@
 Reports missing sequences, frame-count and annotated-frame mismatches, listing errors
 (gaps in the numbering, masks without frames) and unreadable files. By default every
 file gets a cheap integrity check (`verify_image`: JPEG draft decode, PNG CRCs) plus a
-header-only frame/mask size comparison; `decode=True` decodes every frame instead.
+header-only frame/mask size comparison; `decode=True` decodes every frame instead, and
+`verify_files=False` compares the file listing alone (what `trackprep datasets` reports).
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def check_dataset(
     *,
     split: str | None = None,
     decode: bool = False,
+    verify_files: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> CheckReport:
     manifest = dataset if isinstance(dataset, Manifest) else load_manifest(canonical_name(dataset))
@@ -135,7 +137,7 @@ def check_dataset(
         except DatasetError as exc:
             report.sequences.append(SequenceCheck(name, split_name, info.frames if info else None, problems=[str(exc)]))
             continue
-        report.sequences.append(check_video(video, info, split=split_name, decode=decode))
+        report.sequences.append(check_video(video, info, split=split_name, decode=decode, verify_files=verify_files))
     found = {s.name: s for s in report.sequences}
     for split_name, seqs in manifest.splits.items():
         if (split is not None and split_name != split) or not seqs:
@@ -156,7 +158,9 @@ def check_dataset(
     return report
 
 
-def check_video(video: VideoSource, info: SequenceInfo | None, *, split: str | None, decode: bool) -> SequenceCheck:
+def check_video(
+    video: VideoSource, info: SequenceInfo | None, *, split: str | None, decode: bool, verify_files: bool = True
+) -> SequenceCheck:
     result = SequenceCheck(video.name, split, info.frames if info else None, found_frames=video.num_frames)
     if info is not None and info.frames is not None and info.frames != video.num_frames:
         result.problems.append(f"{video.num_frames} frames on disk, manifest expects {info.frames}")
@@ -166,6 +170,8 @@ def check_video(video: VideoSource, info: SequenceInfo | None, *, split: str | N
         except DatasetError as exc:
             result.problems.append(str(exc))
             return result
+    elif not verify_files:
+        flags = video.mask_flags()
     else:
         unreadable = [f"{path}: {problem}" for path in video.files() if (problem := verify_image(path))]
         if unreadable:  # headers of broken files cannot be compared; report them and stop here

@@ -259,6 +259,8 @@ def fetch_dataset(
 ) -> FetchResult:
     """Fetch `manifest`'s dataset into `root` and check it; see the module docstring."""
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise FetchError(f"{root}: not a folder; expected a folder to put {manifest.name} in, or a path that does not exist yet")
     # Checked first for manual datasets too: once the user has put the files in place, a
     # rerun says so instead of repeating the instructions.
     if root.is_dir():

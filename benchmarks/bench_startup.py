@@ -1,0 +1,123 @@
+"""Start-up time of the commands as users type them (issue 15), as whole processes.
+
+1. `trackprep --help` and `track4gen --help`: the time before anything is asked.
+2. `trackprep annotate` of one 24-frame DAVIS-2016 clip at 320x576 with DIS, the whole process
+   (interpreter start, imports, work, exit), beside the work alone as the run reports it
+   (the sum of the per-stage times the run records in the store).
+3. Which heavy libraries `trackprep --help` imports (torch, dask, zarr, diffusers).
+
+Each figure is the median of --runs runs (the first run of each command is a warm-up and not
+counted, so every figure is with a warm file cache).
+
+Run: PYTHONPATH=. python benchmarks/bench_startup.py [--data ../shared/data/davis2016] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "dask", "zarr", "diffusers", "scipy", "cv2")
+
+
+def command(name: str) -> list[str]:
+    """The installed entry point beside this interpreter, else `python -c` calling the same main()."""
+    script = Path(sys.executable).with_name(name)
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", f"from {name}.cli import main; main()"]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+def timed(args: list[str], *, runs: int, before=None) -> list[float]:
+    """Wall times of `runs` runs of `args` after one warm-up; `before` runs first each time, untimed."""
+    times = []
+    for i in range(runs + 1):
+        if before:
+            before()
+        t0 = time.perf_counter()
+        out = subprocess.run(args, env=env(), capture_output=True, text=True)
+        elapsed = time.perf_counter() - t0
+        if out.returncode != 0:
+            raise SystemExit(f"{' '.join(args)} exited {out.returncode}:\n{out.stderr[-2000:]}")
+        if i:
+            times.append(elapsed)
+    return times
+
+
+def heavy_imports(args: list[str]) -> list[str]:
+    """The HEAVY top-level modules imported by the command `args` (run via runpy in a child)."""
+    code = ("import runpy, sys; sys.argv = " + repr(args) + "\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            f"print('MODULES', sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True)
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("MODULES")]
+    return eval(line[-1][len("MODULES "):]) if line else ["?"]
+
+
+def clip(src: Path, dst: Path, name: str, frames: int) -> Path:
+    """A DAVIS-layout folder holding the first `frames` frames of sequence `name` (symbolic links)."""
+    for kind, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
+        folder = dst / kind / "480p" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        available = sorted((src / kind / "480p" / name).glob(f"*.{ext}"))
+        if len(available) < frames:
+            raise SystemExit(f"{src / kind / '480p' / name}: {len(available)} frames, need {frames}")
+        for p in available[:frames]:
+            (folder / p.name).symlink_to(p)
+    return dst
+
+
+def line(label: str, times: list[float]) -> None:
+    print(f"{label:58s} median {statistics.median(times):5.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times)})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "davis2016")
+    ap.add_argument("--sequence", default="blackswan")
+    ap.add_argument("--runs", type=int, default=5)
+    ns = ap.parse_args()
+
+    print(f"CPU cores: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    trackprep, track4gen = command("trackprep"), command("track4gen")
+    line("trackprep --help", timed([*trackprep, "--help"], runs=ns.runs))
+    line("track4gen --help", timed([*track4gen, "--help"], runs=ns.runs))
+    if Path(trackprep[0]).is_file():
+        print(f"{'modules trackprep --help imports of ' + ', '.join(HEAVY):58s} "
+              f"{', '.join(heavy_imports([trackprep[0], '--help'])) or 'none'}")
+
+    if not ns.data.is_dir():
+        print(f"annotate: skipped, {ns.data} not found (DAVIS-2016 beside the checkout)")
+        return
+    tmp = Path(tempfile.mkdtemp(prefix="bench_startup_"))
+    try:
+        root = clip(ns.data, tmp / "davis", ns.sequence, 24)
+        out = tmp / "a.zarr"
+        args = [*trackprep, "annotate", "--dataset", "davis2016", "--root", str(root), "--out", str(out),
+                "--flow", "dis", "--scheduler", "serial", "--quiet"]
+        line(f"annotate {ns.sequence} (24 frames, DIS), whole process",
+             timed(args, runs=ns.runs, before=lambda: shutil.rmtree(out, ignore_errors=True)))
+        # The per-stage times the run records in its video group (read, flow, track, label; not write).
+        meta = json.loads((out / "davis2016" / ns.sequence / "zarr.json").read_text())
+        timings = meta.get("attributes", {}).get("timings_s", {})
+        print(f"{'  of which the work of the last run (read+flow+track+label)':58s} {sum(timings.values()):5.2f} s")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
