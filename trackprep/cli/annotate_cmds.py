@@ -122,9 +122,12 @@ def store_info_lines(path: Path) -> list[str]:
     return lines
 
 
+# Spelled out so that `--help` reads no reader module; tests/test_startup.py checks it names every reader.
+DATASET_NAMES_HELP = "davis2016, davis2017 (alias davis), segtrackv2, fbms59, jumpcut, imagefolder, synthetic"
+
+
 def register(app: typer.Typer) -> None:
-    dataset_help = ("Dataset name (repeatable): davis2016, davis2017 (alias davis), segtrackv2, fbms59, jumpcut, "
-                    "imagefolder, synthetic.")
+    dataset_help = f"Dataset name (repeatable): {DATASET_NAMES_HELP}."
 
     @app.command("annotate")
     def annotate_cli(
