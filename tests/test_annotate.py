@@ -408,7 +408,7 @@ def test_info_and_validate_commands(serial_store, tmp_path):
     bad = CliRunner().invoke(app, ["validate", str(broken)])
     assert bad.exit_code == 1 and "scene001/labels: values [9] do not occur in the annotated masks" in bad.stdout
     missing = CliRunner().invoke(app, ["info", str(tmp_path / "nope.zarr")])
-    assert missing.exit_code == 2 and "nope.zarr: annotation store does not exist" in missing.stderr
+    assert missing.exit_code == 2 and "nope.zarr: does not exist; expected a trackprep store" in missing.stderr
 
 
 # ---------------------------------------------------------------- real data
