@@ -10,6 +10,7 @@ Each figure is the median of --runs runs (the first run of each command is a war
 counted, so every figure is with a warm file cache).
 
 Run: PYTHONPATH=. python benchmarks/bench_startup.py [--data ../shared/data/davis2016] [--runs 5]
+     [--scheduler local|serial] [--repo DIR]   (--repo: time another checkout, e.g. the code before a change)
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from bench_annotate import subset  # a DAVIS-layout folder of the first frames of a sequence (links)
+
+REPO = Path(__file__).resolve().parents[1]  # the code timed; --repo changes it
+CODE = REPO
 HEAVY = ("torch", "dask", "zarr", "diffusers", "scipy", "cv2")
 
 
@@ -38,7 +42,7 @@ def command(name: str) -> list[str]:
 
 
 def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return {**os.environ, "PYTHONPATH": str(CODE), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
 def timed(args: list[str], *, runs: int, before=None) -> list[float]:
@@ -68,19 +72,6 @@ def heavy_imports(args: list[str]) -> list[str]:
     return eval(line[-1][len("MODULES "):]) if line else ["?"]
 
 
-def clip(src: Path, dst: Path, name: str, frames: int) -> Path:
-    """A DAVIS-layout folder holding the first `frames` frames of sequence `name` (symbolic links)."""
-    for kind, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
-        folder = dst / kind / "480p" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        available = sorted((src / kind / "480p" / name).glob(f"*.{ext}"))
-        if len(available) < frames:
-            raise SystemExit(f"{src / kind / '480p' / name}: {len(available)} frames, need {frames}")
-        for p in available[:frames]:
-            (folder / p.name).symlink_to(p)
-    return dst
-
-
 def line(label: str, times: list[float]) -> None:
     print(f"{label:58s} median {statistics.median(times):5.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times)})")
 
@@ -90,8 +81,13 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "davis2016")
     ap.add_argument("--sequence", default="blackswan")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--scheduler", default="local", help="annotate's --scheduler (default: its own default)")
+    ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose code is timed")
     ns = ap.parse_args()
+    global CODE
+    CODE = ns.repo.resolve()
 
+    print(f"code: {CODE}")
     print(f"CPU cores: {os.cpu_count()}, load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     trackprep, track4gen = command("trackprep"), command("track4gen")
     line("trackprep --help", timed([*trackprep, "--help"], runs=ns.runs))
@@ -105,11 +101,11 @@ def main() -> None:
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench_startup_"))
     try:
-        root = clip(ns.data, tmp / "davis", ns.sequence, 24)
+        root = subset(ns.data, tmp / "davis", [ns.sequence], 24)
         out = tmp / "a.zarr"
         args = [*trackprep, "annotate", "--dataset", "davis2016", "--root", str(root), "--out", str(out),
-                "--flow", "dis", "--scheduler", "serial", "--quiet"]
-        line(f"annotate {ns.sequence} (24 frames, DIS), whole process",
+                "--flow", "dis", "--scheduler", ns.scheduler, "--quiet"]
+        line(f"annotate {ns.sequence} (24 frames, DIS, {ns.scheduler}), whole process",
              timed(args, runs=ns.runs, before=lambda: shutil.rmtree(out, ignore_errors=True)))
         # The per-stage times the run records in its video group (read, flow, track, label; not write).
         meta = json.loads((out / "davis2016" / ns.sequence / "zarr.json").read_text())

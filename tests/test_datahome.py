@@ -5,6 +5,7 @@ missing path, Ctrl-C during annotate)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -110,8 +111,6 @@ def loopback_manifests(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The real manifests, with davis2017's archive served by a loopback server that cuts its
     first transfer midway."""
     payload = davis_zip()
-    import hashlib
-
     mdir = tmp_path / "manifests"
     shutil.copytree(manifest_dir(), mdir)
     with Server(payload, cuts=1) as server:
