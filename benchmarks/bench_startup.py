@@ -52,7 +52,7 @@ def timed(args: list[str], *, runs: int, before=None) -> list[float]:
         if before:
             before()
         t0 = time.perf_counter()
-        out = subprocess.run(args, env=env(), capture_output=True, text=True)
+        out = subprocess.run(args, env=env(), capture_output=True, text=True, cwd=tempfile.gettempdir())
         elapsed = time.perf_counter() - t0
         if out.returncode != 0:
             raise SystemExit(f"{' '.join(args)} exited {out.returncode}:\n{out.stderr[-2000:]}")
@@ -67,7 +67,9 @@ def heavy_imports(args: list[str]) -> list[str]:
             "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
             "except SystemExit:\n    pass\n"
             f"print('MODULES', sorted(m for m in {HEAVY!r} if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True)
+    # From a neutral folder: `python -c` puts the working directory first on sys.path.
+    out = subprocess.run([sys.executable, "-c", code], env=env(), capture_output=True, text=True,
+                         cwd=tempfile.gettempdir())
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("MODULES")]
     return eval(line[-1][len("MODULES "):]) if line else ["?"]
 
