@@ -61,8 +61,6 @@ def run_annotate(
     """Resolve the datasets' folders, the output and the configuration, annotate, print the
     summary; returns the exit code. Nothing is created before every input is found."""
     from trackprep.config import ConfigError, resolve_config
-    from trackprep.io.datahome import DataHomeError
-    from trackprep.io.datasets import DatasetError
 
     def log(line: str) -> None:
         if not quiet:
@@ -74,14 +72,14 @@ def run_annotate(
         if out is None:
             out = default_out(datasets)
             log(f"output: {out} (no --out given)")
-    except (DataHomeError, DatasetError, ConfigError, ValueError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # DataHomeError, DatasetError and ConfigError are ValueErrors
         fail(str(exc))
     # Imported once the inputs are known to be there: a missing dataset is reported at once.
     from trackprep.pipeline.annotate import AnnotateError, annotate
     from trackprep.pipeline.progress import make_progress
 
-    for (name, root), given in zip(pairs, roots or [None] * len(pairs)):
-        if given is None:
+    if not roots:
+        for name, root in pairs:
             log(f"{name}: {root} (data home)")
     try:
         summary = annotate(
