@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -45,20 +46,22 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(CODE), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
-def timed(args: list[str], *, runs: int, before=None) -> list[float]:
-    """Wall times of `runs` runs of `args` after one warm-up; `before` runs first each time, untimed."""
-    times = []
+def timed(args: list[str], *, runs: int, before=None) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + system) seconds of `runs` runs of `args` after one warm-up; `before`
+    runs first each time, untimed. CPU time is the steadier figure on a shared machine."""
+    walls, cpus = [], []
     for i in range(runs + 1):
         if before:
             before()
-        t0 = time.perf_counter()
+        r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
         out = subprocess.run(args, env=env(), capture_output=True, text=True, cwd=tempfile.gettempdir())
-        elapsed = time.perf_counter() - t0
+        elapsed, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_CHILDREN)
         if out.returncode != 0:
             raise SystemExit(f"{' '.join(args)} exited {out.returncode}:\n{out.stderr[-2000:]}")
         if i:
-            times.append(elapsed)
-    return times
+            walls.append(elapsed)
+            cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+    return walls, cpus
 
 
 def heavy_imports(args: list[str]) -> list[str]:
@@ -74,8 +77,10 @@ def heavy_imports(args: list[str]) -> list[str]:
     return eval(line[-1][len("MODULES "):]) if line else ["?"]
 
 
-def line(label: str, times: list[float]) -> None:
-    print(f"{label:58s} median {statistics.median(times):5.2f} s  (runs: {', '.join(f'{t:.2f}' for t in times)})")
+def line(label: str, times: tuple[list[float], list[float]]) -> None:
+    walls, cpus = times
+    print(f"{label:52s} median {statistics.median(walls):5.2f} s wall, {statistics.median(cpus):5.2f} s CPU  "
+          f"(wall: {', '.join(f'{t:.2f}' for t in walls)})")
 
 
 def main() -> None:
@@ -95,7 +100,7 @@ def main() -> None:
     line("trackprep --help", timed([*trackprep, "--help"], runs=ns.runs))
     line("track4gen --help", timed([*track4gen, "--help"], runs=ns.runs))
     if Path(trackprep[0]).is_file():
-        print(f"{'modules trackprep --help imports of ' + ', '.join(HEAVY):58s} "
+        print(f"{'modules trackprep --help imports of ' + ', '.join(HEAVY):52s} "
               f"{', '.join(heavy_imports([trackprep[0], '--help'])) or 'none'}")
 
     if not ns.data.is_dir():
@@ -112,7 +117,7 @@ def main() -> None:
         # The per-stage times the run records in its video group (read, flow, track, label; not write).
         meta = json.loads((out / "davis2016" / ns.sequence / "zarr.json").read_text())
         timings = meta.get("attributes", {}).get("timings_s", {})
-        print(f"{'  of which the work of the last run (read+flow+track+label)':58s} {sum(timings.values()):5.2f} s")
+        print(f"{'  of which the work of the last run (read+flow+track+label)':52s} {sum(timings.values()):5.2f} s")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
