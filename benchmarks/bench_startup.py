@@ -1,11 +1,14 @@
 """Start-up time of the commands as users type them (issue 15), as whole processes.
 
 1. `trackprep --help` and `track4gen --help`: the time before anything is asked.
-2. `trackprep annotate` of one 24-frame DAVIS-2016 clip at 320x576 with DIS, the whole process
-   (interpreter start, imports, work, exit), beside the work alone as the run reports it
-   (the sum of the per-stage times the run records in the store).
-3. Which heavy libraries `trackprep --help` imports (torch, dask, zarr, diffusers).
+2. What `annotate` imports before it starts work (the command line, the pipeline, its
+   executors and the DIS backend).
+3. `trackprep annotate` of one 24-frame DAVIS-2016 clip at 320x576 with DIS, the whole process
+   (interpreter start, imports, work, exit), beside the work alone as the run reports it (the
+   sum of the per-stage times the run records in the store).
+4. Which heavy libraries `trackprep --help` imports (torch, dask, zarr, diffusers, scipy, cv2).
 
+Wall and CPU seconds: on a shared machine the CPU time is the steadier figure.
 Each figure is the median of --runs runs (the first run of each command is a warm-up and not
 counted, so every figure is with a warm file cache).
 
@@ -102,6 +105,11 @@ def main() -> None:
     if Path(trackprep[0]).is_file():
         print(f"{'modules trackprep --help imports of ' + ', '.join(HEAVY):52s} "
               f"{', '.join(heavy_imports([trackprep[0], '--help'])) or 'none'}")
+
+    # What annotate imports before any work: the command line, the pipeline, its executors, DIS.
+    line("imports of annotate (cli, pipeline, executors, DIS)",
+         timed([sys.executable, "-c", "import trackprep.cli, trackprep.pipeline.annotate, "
+                "trackprep.pipeline.executors, trackprep.flow.dis"], runs=ns.runs))
 
     if not ns.data.is_dir():
         print(f"annotate: skipped, {ns.data} not found (DAVIS-2016 beside the checkout)")
