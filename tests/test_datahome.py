@@ -134,7 +134,8 @@ def test_fetch_into_the_data_home_resumes_checks_and_is_listed_complete(home, lo
     r = run("datasets", "--json")
     assert {e["name"]: e["status"] for e in json.loads(r.stdout)["datasets"]}["davis2017"] == "download interrupted"
     r = run("annotate", "--dataset", "davis")  # says how to finish, not "fetch" from scratch
-    assert r.exit_code == 2 and "a download was interrupted; run `trackprep fetch davis` to resume it" in r.stderr
+    assert r.exit_code == 2 and "holds only an unfinished download" in r.stderr
+    assert "; run `trackprep fetch davis` to resume it, or pass --root DIR" in r.stderr
 
     r = run("fetch", "davis")
     assert r.exit_code == 0, r.output

@@ -102,13 +102,13 @@ def locate_dataset(name: str, root: str | Path | None = None) -> Path:
     if folder.is_dir() and _holds_data(folder):
         return folder
     manifest = load_manifest(key)
+    state = "is empty" if folder.is_dir() else ("is not a folder" if folder.exists() else "does not exist")
     if fetch_leftovers(folder):
-        remedy = f"a download was interrupted; run `trackprep fetch {name}` to resume it"
+        state, remedy = "holds only an unfinished download", f"run `trackprep fetch {name}` to resume it"
     elif manifest.manual and not manifest.archives:
         remedy = f"it needs a manual download: `trackprep fetch {name}` prints the steps"
     else:
         remedy = f"get it with `trackprep fetch {name}`"
-    state = "is empty" if folder.is_dir() else ("is not a folder" if folder.exists() else "does not exist")
     raise DataHomeError(f"{key} is not in the data home: {folder} {state} (data home from {home_origin()}); "
                         f"{remedy}, or pass --root DIR")
 
