@@ -406,10 +406,10 @@ def _train(cfg: TrainConfig) -> TrainResult:
                 saved.append(_save(accelerator, out, step, unwrapped, optimizer, scheduler, generator,
                                    epoch=epoch, batches_done=batches_done, cfg=cfg, ema=ema))
             if step >= cfg.max_steps:
-                accelerator.end_training()
                 if cfg.export and accelerator.is_main_process:  # 7. the shareable model folder
                     logger.info("exported %s", export_model(saved[-1], out / EXPORT_DIR, overwrite=True))
                 accelerator.wait_for_everyone()
+                accelerator.end_training()  # (this also ends the process group)
                 return TrainResult(first_step=first_step, last_step=step, losses=losses, checkpoints=saved)
         if not seen_any and batches_done == 0:
             raise ValueError(
