@@ -161,14 +161,18 @@ def bench_balance(work: Path, *, frames: int = L, height: int = H, width: int = 
     stream = SegmentStream(store, num_pairs=pairs, rank=0, world_size=1)
     stream.set_epoch(0)
     batch = {k: v.unsqueeze(0) for k, v in next(iter(stream)).items()}
-    terms = train_mod.compute_losses(model, parts, batch, cfg=cfg, generator=torch.Generator().manual_seed(0))
     shared = [p for k, p in train_mod.trainable_named(model) if k.startswith("unet.")]
-    g_diff = torch.autograd.grad(terms["diffusion"], shared, retain_graph=True, allow_unused=True)
-    g_corr = torch.autograd.grad(cfg.corr_weight * terms["correspondence"], shared, allow_unused=True)
-    both = [i for i in range(len(shared)) if g_diff[i] is not None and g_corr[i] is not None]
-    norm = lambda gs: float(torch.sqrt(sum(gs[i].float().square().sum() for i in both)))  # noqa: E731
-    return {"l_diff": terms["diffusion"].item(), "l_corr": cfg.corr_weight * terms["correspondence"].item(),
-            "g_diff": norm(g_diff), "g_corr": norm(g_corr), "tensors": len(both), "trainable": len(shared)}
+    results = {}
+    for weighting in ("cosine", "softmax"):  # the same noise and batch for both
+        cfg.soft_argmax = weighting
+        terms = train_mod.compute_losses(model, parts, batch, cfg=cfg, generator=torch.Generator().manual_seed(0))
+        g_diff = torch.autograd.grad(terms["diffusion"], shared, retain_graph=True, allow_unused=True)
+        g_corr = torch.autograd.grad(cfg.corr_weight * terms["correspondence"], shared, allow_unused=True)
+        both = [i for i in range(len(shared)) if g_diff[i] is not None and g_corr[i] is not None]
+        norm = lambda gs: float(torch.sqrt(sum(gs[i].float().square().sum() for i in both)))  # noqa: E731
+        results[weighting] = {"l_diff": terms["diffusion"].item(), "l_corr": cfg.corr_weight * terms["correspondence"].item(),
+                              "g_diff": norm(g_diff), "g_corr": norm(g_corr), "tensors": len(both), "trainable": len(shared)}
+    return results
 
 
 # stabilityai/stable-video-diffusion-img2vid-xt unet/config.json (diffusers'
@@ -296,12 +300,13 @@ def main() -> None:
         work = Path(tmp)
         if "balance" in sections:
             t0 = time.perf_counter()
-            r = bench_balance(work)
-            print(f"step 1, paper settings (tiny model, {L}x{H}x{W}, 512 pairs, lambda 8, R 35 px, Eq. 3): "
-                  f"L_diff {r['l_diff']:.4f}, lambda L_corr {r['l_corr']:.4f}; gradient norm on the {r['tensors']} "
-                  f"trainable tensors both reach (of {r['trainable']}): L_diff {r['g_diff']:.4g}, lambda L_corr "
-                  f"{r['g_corr']:.4g}, ratio corr/diff {r['g_corr'] / r['g_diff']:.3g} "
-                  f"({time.perf_counter() - t0:.0f} s)")
+            for weighting, r in bench_balance(work).items():
+                print(f"step 1, paper settings (tiny model, {L}x{H}x{W}, 512 pairs, lambda 8, R 35 px, "
+                      f"--soft-argmax {weighting}): L_diff {r['l_diff']:.4f}, lambda L_corr {r['l_corr']:.4f}; "
+                      f"gradient norm on the {r['tensors']} trainable tensors both reach (of {r['trainable']}): "
+                      f"L_diff {r['g_diff']:.4g}, lambda L_corr {r['g_corr']:.4g}, ratio corr/diff "
+                      f"{r['g_corr'] / r['g_diff']:.3g}")
+            print(f"  ({time.perf_counter() - t0:.0f} s)")
         if "fullsize" in sections:
             r = estimate_full_size()
             print(f"SVD-xt UNet: {r['unet']:.1f} M parameters, temporal blocks {r['temporal']:.1f} M, head "
