@@ -202,15 +202,16 @@ def test_export_load_sample_gives_the_frames_of_the_training_checkpoint(work, tw
 
     exported = two_step_run / "model"  # the run's last step exports it
     card = json.loads((exported / MODEL_CARD).read_text())
-    newest = ckpt.read_state(ckpt.list_checkpoints(two_step_run)[-1])["step"]  # 3 once the resume test ran
-    assert card["step"] == newest and card["variant"] == "track4gen" and card["head"]["channels"] == 64
+    step2 = ckpt.checkpoint_dir(two_step_run, 2)  # the run's last step (the resume test goes on, without export)
+    assert card["step"] == 2 and card["checkpoint"] == str(step2.resolve())
+    assert card["variant"] == "track4gen" and card["head"]["channels"] == 64
     assert json.loads((exported / "unet" / "config.json").read_text())["track4gen_head"]["num_layers"] == 8
     for sub in ("unet", "vae", "image_encoder", "feature_extractor", "scheduler"):
         assert (exported / sub).is_dir()
 
     picture = PILImage.open(first_image).convert("RGB")
     kw = dict(num_frames=4, num_inference_steps=2, seed=3)
-    from_run = generate(load_pipeline(two_step_run), picture, **kw)
+    from_run = generate(load_pipeline(step2), picture, **kw)
     pipe = track4gen.load_pipeline(exported)
     assert isinstance(pipe, StableVideoDiffusionPipeline) and tracking_head(pipe.unet) is not None
     from_model = generate(pipe, picture, **kw)
@@ -234,12 +235,14 @@ def test_export_command_writes_a_folder_and_refuses_to_overwrite(work, two_step_
     out = work / "exported"
     result = runner.invoke(app, ["export", str(two_step_run), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    a = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
-    b = load_file(str(two_step_run / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert a.keys() == b.keys() and any(k.startswith("tracking_head.") for k in a)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    trained = load_file(str(ckpt.list_checkpoints(two_step_run)[-1] / ckpt.WEIGHTS))
-    assert torch.equal(a["tracking_head.zero_conv.weight"], trained["head.zero_conv.weight"])
+    exported = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    trained = load_file(str(ckpt.list_checkpoints(two_step_run)[-1] / ckpt.WEIGHTS))  # the newest checkpoint
+    as_exported = {("tracking_head." + k[5:]) if k.startswith("head.") else k[5:]: v for k, v in trained.items()}
+    assert as_exported.keys() <= exported.keys()
+    assert all(torch.equal(exported[k], v) for k, v in as_exported.items())
+    base = load_file(str(next((two_step_run.parent / "tiny-svd" / "unet").glob("*.safetensors"))))
+    frozen = [k for k in base if "temporal_transformer_blocks" not in k]
+    assert frozen and all(torch.equal(exported[k], base[k]) for k in frozen)  # the rest is the base model
     result = runner.invoke(app, ["export", str(two_step_run), "--out", str(out)])
     assert result.exit_code == 2 and "already exists" in result.output
     assert not list(work.glob(".exported.tmp"))
