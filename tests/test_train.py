@@ -318,6 +318,12 @@ def test_ema_is_saved_and_exported(work, store, tiny_model):
     exported = load_file(str(out / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
     assert torch.equal(exported["tracking_head.zero_conv.weight"], ema["head.zero_conv.weight"])
     assert json.loads((out / "model" / MODEL_CARD).read_text())["ema"] is True
+    # Resuming carries the EMA on exactly as an uninterrupted run does.
+    train(config(store, tiny_model, out, use_ema=True, ema_decay=0.5, max_steps=3, checkpoint_every=3, resume="latest"))
+    train(config(store, tiny_model, work / "ema-straight", use_ema=True, ema_decay=0.5, max_steps=3, checkpoint_every=3))
+    resumed = load_file(str(ckpt.checkpoint_dir(out, 3) / EMA_WEIGHTS))
+    straight = load_file(str(ckpt.checkpoint_dir(work / "ema-straight", 3) / EMA_WEIGHTS))
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
 
 
 def test_default_pretrained_offline_stops_in_one_line_before_reading_data(work, store, tmp_path):
