@@ -111,7 +111,7 @@ def test_check_datasets_and_fetch_run_without_torch_or_dask(blocked_env, tmp_pat
 
 def test_spelled_out_option_defaults_agree_with_the_library():
     import track4gen.cli as t4g_cli
-    from track4gen import conditioning, data, losses, model
+    from track4gen import conditioning, data, losses, model, train
     from trackprep.cli import shard_cmds
     from trackprep.io import segment_store
     from trackprep import viz
@@ -119,7 +119,9 @@ def test_spelled_out_option_defaults_agree_with_the_library():
     assert (t4g_cli.FPS, t4g_cli.MOTION_BUCKET_ID) == (conditioning.FPS, conditioning.MOTION_BUCKET_ID)
     assert (t4g_cli.FG_SHARE, t4g_cli.NUM_PAIRS) == (data.FG_SHARE, data.NUM_PAIRS)
     assert (t4g_cli.CORRESPONDENCE_WEIGHT, t4g_cli.SOFTMAX_TEMPERATURE) == (losses.CORRESPONDENCE_WEIGHT, losses.SOFTMAX_TEMPERATURE)
-    assert t4g_cli.TRAINABLE_CHOICES == model.TRAINABLE_CHOICES
+    assert (t4g_cli.DEFAULT_PRETRAINED, t4g_cli.TRAINABLE_CHOICES, t4g_cli.VARIANTS) == (
+        model.DEFAULT_PRETRAINED, model.TRAINABLE_CHOICES, model.VARIANTS)
+    assert (t4g_cli.EMA_DECAY, t4g_cli.EXPORT_DIR) == (train.EMA_DECAY, train.EXPORT_DIR)
     assert shard_cmds.DEFAULT_SEGMENTS_PER_SHARD == segment_store.DEFAULT_SEGMENTS_PER_SHARD
     assert shard_cmds.DEFAULT_MAX_TRACKS == viz.DEFAULT_MAX_TRACKS
 
