@@ -32,7 +32,7 @@ from track4gen.losses import (
     edm_scalings,
     sample_sigmas,
 )
-from track4gen.model import TRAINABLE_CHOICES, SVDComponents, Track4GenUNet, load_components, select_trainable
+from track4gen.model import TRAINABLE_CHOICES, SVDComponents, Track4GenModel, load_components, make_head, select_trainable
 
 logger = logging.getLogger("track4gen.train")
 
@@ -157,7 +157,7 @@ def build_model(parts: SVDComponents, *, cfg: TrainConfig) -> tuple[Track4GenUNe
     parts.vae.requires_grad_(False).eval()
     parts.image_encoder.requires_grad_(False).eval()
     names = select_trainable(parts.unet, which=cfg.trainable)
-    model = Track4GenUNet(parts.unet)
+    model = Track4GenModel(parts.unet, make_head(parts.unet, variant="track4gen"))
     if cfg.gradient_checkpointing:
         parts.unet.enable_gradient_checkpointing()
     return model, names
@@ -216,7 +216,7 @@ def _train(cfg: TrainConfig) -> TrainResult:
 
     # 3. SVD components; frozen parts in the mixed-precision dtype, the trained ones in fp32.
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
-    parts = load_components(cfg.pretrained, variant=cfg.variant, allow_hub=cfg.allow_hub)
+    parts = load_components(cfg.pretrained, variant=cfg.variant)
     model, trainable_names = build_model(parts, cfg=cfg)
     for frozen in (parts.vae, parts.image_encoder):
         frozen.to(accelerator.device)
