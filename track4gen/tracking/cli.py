@@ -13,7 +13,7 @@ from trackprep.cli_errors import user_errors
 from track4gen.tracking.features import DEFAULT_BLOCK, DEFAULT_SIGMA
 from trackprep.core.segments import SEGMENT_LENGTH
 
-MODEL_HELP = ("Base SVD folder (or Hub id with --allow-hub), exported Track4Gen folder, "
+MODEL_HELP = ("Base SVD folder or Hub id, exported Track4Gen folder, "
               "training checkpoint or run folder (newest checkpoint).")
 
 
@@ -30,7 +30,6 @@ def register(app: typer.Typer) -> None:
         size: str = typer.Option("320x576", "--size", help="Working resolution HxW."),
         segment_length: int = typer.Option(SEGMENT_LENGTH, "--segment-length", help="Frames per UNet pass (App. A.4)."),
         device: Optional[str] = typer.Option(None, "--device", help="Default: cuda when available."),
-        allow_hub: bool = typer.Option(False, "--allow-hub"),
         seed: int = typer.Option(0, "--seed"),
     ) -> None:
         """Track query points through a video with a video diffusion UNet's features (Sec. 3.2, 4.3.1)."""
@@ -40,7 +39,7 @@ def register(app: typer.Typer) -> None:
         with user_errors(FileNotFoundError, ValueError):
             path, visible = track_file(model, video, queries, out, picture=picture, block=block, sigma=sigma,
                                        size=tuple(parse_size(size)), segment_length=segment_length, device=device,
-                                       allow_hub=allow_hub, seed=seed)
+                                       seed=seed)
         typer.echo(f"wrote {path}: {visible.shape[0]} queries x {visible.shape[1]} frames, "
                    f"{100.0 * visible.mean():.1f}% visible" + (f"; picture {picture}" if picture else ""))
 
@@ -56,7 +55,6 @@ def register(app: typer.Typer) -> None:
         size: str = typer.Option("320x576", "--size", help="Working resolution HxW."),
         segment_length: int = typer.Option(SEGMENT_LENGTH, "--segment-length"),
         device: Optional[str] = typer.Option(None, "--device"),
-        allow_hub: bool = typer.Option(False, "--allow-hub"),
         pictures: Optional[Path] = typer.Option(None, "--pictures", help="Folder for one picture per video and row."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write every metric, per video, here."),
         seed: int = typer.Option(0, "--seed"),
@@ -68,7 +66,7 @@ def register(app: typer.Typer) -> None:
         with user_errors(FileNotFoundError, ValueError):
             rows = evaluate_tracking(model, gt, format=format, mode=mode, protocol=frames, blocks=block, sigma=sigma,
                                      size=tuple(parse_size(size)), segment_length=segment_length, device=device,
-                                     allow_hub=allow_hub, pictures=pictures, seed=seed)
+                                     pictures=pictures, seed=seed)
         typer.echo(format_tracking_table(rows, protocol=frames, mode=mode))
         if json_out is not None:
             data = [{"model": r.model, "features": r.features, **r.report.to_dict()} for r in rows]

@@ -179,7 +179,6 @@ def evaluate_tracking(
     size: tuple[int, int] = WORK_SIZE,
     segment_length: int = SEGMENT_LENGTH,
     device: str | None = None,
-    allow_hub: bool = False,
     pictures: str | Path | None = None,
     seed: int = 0,
 ) -> list[TrackingRow]:
@@ -196,7 +195,7 @@ def evaluate_tracking(
         _protocol_view(v, protocol, segment_length=segment_length)
     rows = []
     for spec in models:
-        model = load_feature_model(spec, allow_hub=allow_hub)
+        model = load_feature_model(spec)
         for block in blocks or [DEFAULT_BLOCK]:
             extract = DiffusionFeatures(model, block=block, sigma=DEFAULT_SIGMA if sigma is None else sigma,
                                         seed=seed, device=device)
@@ -221,7 +220,6 @@ def track_file(
     size: tuple[int, int] = WORK_SIZE,
     segment_length: int = SEGMENT_LENGTH,
     device: str | None = None,
-    allow_hub: bool = False,
     seed: int = 0,
 ) -> tuple[Path, np.ndarray]:
     """`track4gen track`: track the queries of a file through a video; (npz written, visible [Q, T])."""
@@ -239,7 +237,7 @@ def track_file(
     except ValueError as exc:
         raise ValueError(f"--video {video}: {exc}") from exc
     q = read_queries(queries, num_frames=frames.shape[0], size=frames.shape[1:3])
-    extract = DiffusionFeatures(load_feature_model(model, allow_hub=allow_hub), block=block or DEFAULT_BLOCK,
+    extract = DiffusionFeatures(load_feature_model(model), block=block or DEFAULT_BLOCK,
                                 sigma=DEFAULT_SIGMA if sigma is None else sigma, seed=seed, device=device)
     tracks, visible = track_video(frames, q, extract=extract, size=size, segment_length=segment_length,
                                   device=extract.device)

@@ -106,7 +106,7 @@ class FeatureModel:
     vae: nn.Module
     image_encoder: nn.Module
     feature_extractor: object  # CLIPImageProcessor
-    head: nn.Module | None
+    head: nn.Module | None  # track4gen.model.tracking_head(unet): owned and hooked by the UNet
     source: str  # what --model named, for tables and errors
 
 
@@ -125,14 +125,15 @@ class DiffusionFeatures:
         self.model, self.sigma, self.seed, self.fps, self.motion_bucket_id = model, float(sigma), seed, fps, motion_bucket_id
         self.block = canonical_block(block)
         self.module = find_block(model.unet, self.block)
-        self.refined = model.head is not None and self.block == DEFAULT_BLOCK
+        # The head's map at its own block: refined (R(h)), or h itself for a "no-refiner" head.
+        self.from_head = model.head is not None and self.block == DEFAULT_BLOCK
+        self.refined = self.from_head and bool(model.head.refine)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
-        for part in (model.unet, model.vae, model.image_encoder, model.head):
-            if part is not None:
-                part.to(self.device).eval()  # eval: the head's BatchNorm uses its running statistics
-                if next(part.parameters()).dtype != self.dtype:
-                    part.to(self.dtype)
+        for part in (model.unet, model.vae, model.image_encoder):  # the UNet owns the head
+            part.to(self.device).eval()  # eval: the head's BatchNorm uses its running statistics
+            if next(part.parameters()).dtype != self.dtype:
+                part.to(self.dtype)
 
     @property
     def label(self) -> str:
@@ -162,7 +163,7 @@ class DiffusionFeatures:
         finally:
             handle.remove()
         refined = m.head.pop_features() if m.head is not None else None  # always popped: never a stale map
-        return (refined if self.refined else captured[-1]).float()
+        return (refined if self.from_head else captured[-1]).float()
 
 
 def _output_map(out) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from track4gen.losses import cost_volume, image_to_feature, scaled_radius, soft_argmax
+from track4gen.losses import PAPER_RADIUS_PX, cost_volume, feature_to_image, image_to_feature, radius_cells, soft_argmax
 from trackprep.core.sampling import sample_bilinear
 
 OCCLUSION_THRESHOLD = 0.6  # best cosine similarity below this: occluded (Track4Gen Sec. 4.3.1)
@@ -76,20 +76,22 @@ def match_queries(
     queries: torch.Tensor,
     *,
     image_size: tuple[int, int],
-    radius: float | None = None,
+    radius_px: float = PAPER_RADIUS_PX,
     threshold: float = OCCLUSION_THRESHOLD,
     device: torch.device | str | None = None,
     **soft_argmax_options,
 ) -> Matches:
     """Track queries [Q, 3] (t, x, y) through features [T, C, h, w] of a video of `image_size`.
 
-    `radius` is in feature cells (default: the training loss's radius for this map size).
+    The soft-argmax window is `radius_px` image pixels, converted to cells as the training loss
+    converts it (35 px: 4.375 cells on SVD's 40 x 72 map at 320 x 576); `soft_argmax_options`
+    (weighting, temperature) default to the loss's too.
     Frames are moved to `device` one at a time, so `features` may live on the CPU in float16
     for a long video. At its own frame a query is its own position, visible.
     """
     t_len, _, h, w = features.shape
     queries = check_queries(queries, num_frames=t_len)
-    radius = scaled_radius(h, w) if radius is None else float(radius)
+    radius = radius_cells(feature_size=(h, w), image_size=image_size, radius_px=radius_px)
     device = torch.device(device) if device is not None else features.device
     qfeat = query_features(features, queries, image_size=image_size).to(device)
     n = queries.shape[0]
@@ -104,8 +106,7 @@ def match_queries(
             cost = cost_volume(qfeat[a:b], fmap, zero[: b - a])
             xy, sim, vis = locate(cost, radius=radius, threshold=threshold, **soft_argmax_options)
             cells[a:b, t], best[a:b, t], visible[a:b, t] = xy.cpu(), sim.cpu(), vis.cpu()
-    # feature cells -> image pixels: the same pixel-centre mapping, the other way round
-    tracks = image_to_feature(cells, image_size=(h, w), feature_size=image_size)
+    tracks = feature_to_image(cells, image_size=image_size, feature_size=(h, w))
     rows, own = torch.arange(n), queries[:, 0].long()
     tracks[rows, own] = queries[:, 1:]
     best[rows, own] = 1.0

@@ -1,9 +1,10 @@
 """What `--model M` may name, loaded into a FeatureModel.
 
-- a base Stable Video Diffusion folder (or a Hub id with --allow-hub): raw features, the
-  paper's SVD* row of Table 2;
-- a training checkpoint folder, or a run folder (its newest checkpoint): the base model the
-  run recorded, its trained UNet blocks and the Track4Gen head.
+- a base Stable Video Diffusion folder, or a Hub id (resolved as the trainer resolves
+  `--pretrained`: through the Hugging Face cache): raw features, the SVD* row of Table 2;
+- an exported Track4Gen folder (`track4gen export`): its UNet owns the tracking head;
+- a training checkpoint folder, or a run folder (its newest checkpoint), loaded over the base
+  model the run recorded (`track4gen.load_pipeline`).
 """
 
 from __future__ import annotations
@@ -11,43 +12,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from track4gen import checkpoint as ckpt
-from track4gen.model import SUBFOLDERS, Track4GenUNet, load_components
+from track4gen.model import SUBFOLDERS, load_components, tracking_head
 from track4gen.tracking.features import FeatureModel
 
 
-def _describe(path: Path) -> str:
-    return (f"--model {path}: expected a Stable Video Diffusion folder ({', '.join(s + '/' for s in SUBFOLDERS)}), "
-            f"a training checkpoint (with {ckpt.STATE}) or a run folder with {ckpt.CHECKPOINTS}/")
+def _expected(path: str) -> str:
+    return (f"--model {path}: expected a Stable Video Diffusion or exported Track4Gen folder "
+            f"({', '.join(s + '/' for s in SUBFOLDERS)}), a training checkpoint (with {ckpt.STATE}), "
+            f"a run folder with {ckpt.CHECKPOINTS}/, or a Hub id such as stabilityai/stable-video-diffusion-img2vid-xt")
 
 
-def load_feature_model(spec: str, *, allow_hub: bool = False, variant: str | None = None,
-                       pretrained: str | None = None) -> FeatureModel:
-    """The parts feature extraction needs, in float32 on the CPU (DiffusionFeatures moves them).
+def load_feature_model(spec: str, *, variant: str | None = None) -> FeatureModel:
+    """The parts feature extraction needs, in float32 on the CPU (DiffusionFeatures moves them)."""
+    from track4gen import load_pipeline
 
-    `pretrained` overrides the base model a checkpoint recorded (e.g. the run was trained elsewhere).
-    """
-    path = Path(spec)
+    path = Path(spec).expanduser()
     if path.is_dir() and ((path / ckpt.STATE).is_file() or ckpt.list_checkpoints(path)):
-        where = path if (path / ckpt.STATE).is_file() else ckpt.list_checkpoints(path)[-1]
-        config = ckpt.read_state(where)["config"]
-        base = pretrained or config["pretrained"]
-        parts = load_components(base, variant=variant or config.get("variant"), allow_hub=allow_hub)
-        model = Track4GenUNet(parts.unet)  # attaches the head where it was trained
-        ckpt.load_trainable_state(model, ckpt.load_weights(where))
-        head = model.head
-        source = str(where)
-    elif path.is_dir() and any((path / s).is_dir() for s in SUBFOLDERS):
-        parts = load_components(path, variant=variant, allow_hub=allow_hub)  # names any missing part
-        head, source = None, str(path)
-    elif path.exists():
-        raise FileNotFoundError(_describe(path))
-    elif allow_hub and "/" in spec and not spec.startswith((".", "/")):
-        parts = load_components(spec, variant=variant, allow_hub=True)
-        head, source = None, spec
+        parts = load_pipeline(path)  # base model from the run, trained tensors and head over it
+    elif path.is_dir() and not any((path / s).is_dir() for s in SUBFOLDERS):
+        raise FileNotFoundError(_expected(spec))
+    elif path.exists() and not path.is_dir():
+        raise FileNotFoundError(_expected(spec))
+    elif not path.exists() and (spec.count("/") != 1 or spec.startswith((".", "/", "~")) or path.suffix):
+        raise FileNotFoundError(f"{_expected(spec)}; no such folder")
     else:
-        raise FileNotFoundError(f"{_describe(path)}; no such folder (a Hub id needs --allow-hub)")
-    for part in (parts.unet, parts.vae, parts.image_encoder, head):
-        if part is not None:
-            part.requires_grad_(False)
+        try:
+            parts = load_components(spec, variant=variant)  # base SVD or exported folder, or a Hub id
+        except FileNotFoundError as exc:  # the trainer's message, about our option
+            raise FileNotFoundError(str(exc).replace("--pretrained ", "--model ", 1)) from exc
+    for part in (parts.unet, parts.vae, parts.image_encoder):
+        part.requires_grad_(False)
     return FeatureModel(unet=parts.unet, vae=parts.vae, image_encoder=parts.image_encoder,
-                        feature_extractor=parts.feature_extractor, head=head, source=source)
+                        feature_extractor=parts.feature_extractor, head=tracking_head(parts.unet), source=str(spec))
