@@ -114,22 +114,22 @@ def test_exact_features_at_svd_map_size_with_the_papers_soft_argmax():
 
 
 def test_positions_map_between_feature_cells_and_pixels():
-    # A 5 x 12 map 8x coarser than the frame whose content shifts one cell right per frame:
-    # a query at cell (3.25, 1.5) lands at cell (3.25 + t, 1.5) in frame t, i.e. at pixel
+    # A 9 x 12 map 8x coarser than the frame whose content shifts one cell right per frame:
+    # a query at cell (3.25, 4.5) lands at cell (3.25 + t, 4.5) in frame t, i.e. at pixel
     # ((x + 0.5) * 8 - 0.5, (y + 0.5) * 8 - 0.5).
-    t_len, h, w = 3, 5, 12
+    t_len, h, w = 3, 9, 12
     ys, xs = torch.meshgrid(torch.arange(h).float(), torch.arange(w).float(), indexing="ij")
     ay, ax = torch.meshgrid(torch.arange(-2, h + 2).float(), torch.arange(-2, w + 2).float(), indexing="ij")
     anchors = torch.stack([ax.flatten(), ay.flatten()], 1)  # one channel per content position
 
     def frame(t: int) -> torch.Tensor:
         content = torch.stack([xs - t, ys], -1).reshape(-1, 1, 2)  # what each cell shows
-        return torch.exp(-(content - anchors).square().sum(-1) / (2 * 0.6**2)).T.reshape(-1, h, w)
+        return torch.exp(-(content - anchors).square().sum(-1) / (2 * 0.5**2)).T.reshape(-1, h, w)
 
     feats = torch.stack([frame(t) for t in range(t_len)])
-    m = match_queries(feats, torch.tensor([[0.0, (3.25 + 0.5) * 8 - 0.5, (1.5 + 0.5) * 8 - 0.5]]),
+    m = match_queries(feats, torch.tensor([[0.0, (3.25 + 0.5) * 8 - 0.5, (4.5 + 0.5) * 8 - 0.5]]),
                       image_size=(h * 8, w * 8))
-    expected = torch.tensor([[(3.25 + t + 0.5) * 8 - 0.5, (1.5 + 0.5) * 8 - 0.5] for t in range(t_len)])
+    expected = torch.tensor([[(3.25 + t + 0.5) * 8 - 0.5, (4.5 + 0.5) * 8 - 0.5] for t in range(t_len)])
     torch.testing.assert_close(m.tracks[0], expected, atol=0.15, rtol=0)  # a wrong half-pixel shift is 3.5 px
     assert m.visible.all()
 
