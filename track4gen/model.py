@@ -125,7 +125,7 @@ def load_components(
     path = resolve_pretrained(pretrained, variant=variant)
     source = str(path)
     variant = resolve_variant(path, variant=variant)
-    common = {"local_files_only": True, "variant": variant, "torch_dtype": dtype}
+    common = {"local_files_only": True, "variant": variant, "dtype": dtype}
     return SVDComponents(
         unet=Track4GenUNet.from_pretrained(source, subfolder="unet", **common),
         vae=AutoencoderKLTemporalDecoder.from_pretrained(source, subfolder="vae", **common),

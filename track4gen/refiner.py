@@ -84,14 +84,16 @@ class Refiner(nn.Sequential):
         with torch.autocast(device_type=x.device.type, enabled=False):
             for m in self:
                 if isinstance(m, nn.BatchNorm2d):
-                    n = x.numel() // x.shape[1]
                     mean = _mean_over_processes(x.mean(dim=(0, 2, 3)))
                     second = _mean_over_processes(x.square().mean(dim=(0, 2, 3)))
                     var = (second - mean.square()).clamp(min=0)
                     m.weight.copy_((var + m.eps).sqrt())
                     m.bias.copy_(mean)
                     m.running_mean.copy_(mean)
-                    m.running_var.copy_(var * n / max(n - 1, 1))  # PyTorch keeps the unbiased estimate
+                    # The biased variance (the one train mode normalises with), so that eval
+                    # mode also maps this batch to itself; later updates blend in PyTorch's
+                    # unbiased estimates, a difference of 1 / (B F h w).
+                    m.running_var.copy_(var)
                     # x is unchanged: BN(x) = x by construction.
                 else:
                     x = m(x)

@@ -8,13 +8,17 @@ writes it into the UNet's folder (config.json + the same safetensors file, tenso
 read, so diffusers' own loader (sharding, variants, dtype, low-memory loading) fills it in.
 A plain `UNetSpatioTemporalConditionModel.from_pretrained` of such a folder still works: it
 ignores the head (with a warning about the unexpected tensors) and gives the UNet alone.
+`StableVideoDiffusionPipeline.from_pretrained` of a folder saved with this UNet (model_index.json
+names ["track4gen.unet", "Track4GenUNet"]) works once `track4gen.unet` has been imported.
 
 This module imports diffusers; `track4gen.model` keeps the light helpers.
 """
 
 from __future__ import annotations
 
-from diffusers import UNetSpatioTemporalConditionModel
+# ModelMixin is imported for diffusers' pipeline loader: for a component recorded as
+# ["track4gen.unet", "Track4GenUNet"] it looks up the loadable base classes in this module.
+from diffusers import ModelMixin, UNetSpatioTemporalConditionModel  # noqa: F401
 
 HEAD_CONFIG_KEY = "track4gen_head"
 
@@ -27,9 +31,12 @@ class Track4GenUNet(UNetSpatioTemporalConditionModel):
         from track4gen.model import add_tracking_head
         from track4gen.refiner import TrackingHead
 
+        # The head's entry is taken out before diffusers matches the config to __init__'s arguments
+        # (it would warn that it ignores it), and registered again by add_tracking_head.
+        config = dict(config if config is not None else kwargs.pop("config", {}))
+        spec = config.pop(HEAD_CONFIG_KEY, None)
         out = super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
         model = out[0] if isinstance(out, tuple) else out
-        spec = model.config.get(HEAD_CONFIG_KEY)
         if spec:
             add_tracking_head(model, TrackingHead.from_config_dict(spec))
         return out
