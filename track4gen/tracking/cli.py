@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         size: str = typer.Option("320x576", "--size", help="Working resolution HxW."),
         segment_length: int = typer.Option(SEGMENT_LENGTH, "--segment-length", help="Frames per UNet pass (App. A.4)."),
         device: Optional[str] = typer.Option(None, "--device", help="Default: cuda when available."),
+        soft_argmax: Optional[str] = typer.Option(None, "--soft-argmax", help="cosine or softmax (default: as the model was trained)."),
         seed: int = typer.Option(0, "--seed"),
     ) -> None:
         """Track query points through a video with a video diffusion UNet's features (Sec. 3.2, 4.3.1)."""
@@ -39,7 +40,7 @@ def register(app: typer.Typer) -> None:
         with user_errors(FileNotFoundError, ValueError):
             path, visible = track_file(model, video, queries, out, picture=picture, block=block, sigma=sigma,
                                        size=tuple(parse_size(size)), segment_length=segment_length, device=device,
-                                       seed=seed)
+                                       seed=seed, weighting=soft_argmax)
         typer.echo(f"wrote {path}: {visible.shape[0]} queries x {visible.shape[1]} frames, "
                    f"{100.0 * visible.mean():.1f}% visible" + (f"; picture {picture}" if picture else ""))
 
@@ -57,6 +58,7 @@ def register(app: typer.Typer) -> None:
         device: Optional[str] = typer.Option(None, "--device"),
         pictures: Optional[Path] = typer.Option(None, "--pictures", help="Folder for one picture per video and row."),
         json_out: Optional[Path] = typer.Option(None, "--json", help="Also write every metric, per video, here."),
+        soft_argmax: Optional[str] = typer.Option(None, "--soft-argmax", help="cosine or softmax (default: as the model was trained)."),
         seed: int = typer.Option(0, "--seed"),
     ) -> None:
         """Zero-shot tracking scores in Table 2's layout: a row per model (and block)."""
@@ -66,7 +68,7 @@ def register(app: typer.Typer) -> None:
         with user_errors(FileNotFoundError, ValueError):
             rows = evaluate_tracking(model, gt, format=format, mode=mode, protocol=frames, blocks=block, sigma=sigma,
                                      size=tuple(parse_size(size)), segment_length=segment_length, device=device,
-                                     pictures=pictures, seed=seed)
+                                     pictures=pictures, seed=seed, weighting=soft_argmax)
         typer.echo(format_tracking_table(rows, protocol=frames, mode=mode))
         if json_out is not None:
             data = [{"model": r.model, "features": r.features, **r.report.to_dict()} for r in rows]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from track4gen.losses import SOFT_ARGMAX_CHOICES
 from track4gen.tracking.features import FeatureFn, video_features
 from track4gen.tracking.matching import OCCLUSION_THRESHOLD, match_queries
 from trackprep.core import draw
@@ -52,15 +53,18 @@ def track_video(
     segment_length: int = SEGMENT_LENGTH,
     threshold: float = OCCLUSION_THRESHOLD,
     device: str | torch.device | None = None,
+    soft_argmax: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(tracks float32 [Q, T, 2], visible bool [Q, T]) of queries [Q, 3] (t, x, y) in the pixels
-    of frames uint8 [T, H, W, 3]."""
+    of frames uint8 [T, H, W, 3]. `soft_argmax`: {"weighting", "temperature"} as the model was
+    trained (default: the loss's defaults)."""
     own = frames.shape[1:3]
     work = resize_frames(frames, size=size)
     feats = video_features(work, extract, length=segment_length)
     q = np.asarray(queries, np.float64).copy()
     q[:, 1:] = rescale_points(q[:, 1:], from_size=own, to_size=size)
-    m = match_queries(feats, torch.from_numpy(q).float(), image_size=size, threshold=threshold, device=device)
+    m = match_queries(feats, torch.from_numpy(q).float(), image_size=size, threshold=threshold, device=device,
+                      **(soft_argmax or {}))
     tracks = rescale_points(m.tracks.numpy(), from_size=size, to_size=own)
     tracks[np.arange(q.shape[0]), q[:, 0].astype(np.int64)] = queries[:, 1:]  # a query is exactly where it was asked
     return tracks, m.visible.numpy()
@@ -96,6 +100,7 @@ def score_tracker(
     segment_length: int = SEGMENT_LENGTH,
     threshold: float = OCCLUSION_THRESHOLD,
     device: str | torch.device | None = None,
+    soft_argmax: dict | None = None,
     pictures: Path | None = None,
 ) -> EvalReport:
     """Track every video's benchmark queries with `extract`'s features and score them; with
@@ -109,7 +114,7 @@ def score_tracker(
         query_frames, query_xy, gt_tracks, gt_occluded = benchmark_queries(gt, mode=mode)
         queries = np.concatenate([query_frames[:, None], query_xy], axis=1)
         tracks, visible = track_video(gt.frames, queries, extract=extract, size=size, segment_length=segment_length,
-                                      threshold=threshold, device=device)
+                                      threshold=threshold, device=device, soft_argmax=soft_argmax)
         metrics = score_predictions(gt, query_frames=query_frames, gt_tracks=gt_tracks, gt_occluded=gt_occluded,
                                     pred_tracks=tracks, pred_visible=visible, areas=areas_at_gt_size(None, gt),
                                     mode=mode)
@@ -167,6 +172,16 @@ def format_tracking_table(rows: list[TrackingRow], *, protocol: str, mode: str) 
     return "\n".join(lines)
 
 
+def _check_weighting(weighting: str | None) -> None:
+    if weighting is not None and weighting not in SOFT_ARGMAX_CHOICES:
+        raise ValueError(f"--soft-argmax: expected one of {list(SOFT_ARGMAX_CHOICES)}, got {weighting!r}")
+
+
+def _soft_argmax(model, weighting: str | None) -> dict:
+    """The model's training soft-argmax, with `weighting` ("cosine"/"softmax") overriding it."""
+    return {**model.soft_argmax, **({"weighting": weighting} if weighting else {})}
+
+
 def evaluate_tracking(
     models: list[str],
     gt: str | Path,
@@ -181,6 +196,7 @@ def evaluate_tracking(
     device: str | None = None,
     pictures: str | Path | None = None,
     seed: int = 0,
+    weighting: str | None = None,
 ) -> list[TrackingRow]:
     """A row per (model, block): every ground-truth video tracked and scored (module docstring).
     Everything cheap is checked before the first model loads."""
@@ -188,6 +204,7 @@ def evaluate_tracking(
     from track4gen.tracking.models import load_feature_model
 
     check_mode(mode)
+    _check_weighting(weighting)
     if protocol not in PROTOCOLS:
         raise ValueError(f"--frames: expected one of {list(PROTOCOLS)}, got {protocol!r}")
     videos = load_videos(gt, format=format)
@@ -203,7 +220,8 @@ def evaluate_tracking(
             if pictures is not None:
                 where = Path(pictures) / _file_name(Path(spec).name or spec) / _file_name(canonical_block(block))
             report = score_tracker(videos, extract=extract, mode=mode, protocol=protocol, size=size,
-                                   segment_length=segment_length, device=extract.device, pictures=where)
+                                   segment_length=segment_length, device=extract.device, pictures=where,
+                                   soft_argmax=_soft_argmax(model, weighting))
             rows.append(TrackingRow(model=spec, features=extract.label, report=report))
     return rows
 
@@ -221,12 +239,14 @@ def track_file(
     segment_length: int = SEGMENT_LENGTH,
     device: str | None = None,
     seed: int = 0,
+    weighting: str | None = None,
 ) -> tuple[Path, np.ndarray]:
     """`track4gen track`: track the queries of a file through a video; (npz written, visible [Q, T])."""
     from track4gen.tracking.features import DEFAULT_BLOCK, DEFAULT_SIGMA, DiffusionFeatures, video_segments
     from track4gen.tracking.files import read_queries, read_video, write_tracks
     from track4gen.tracking.models import load_feature_model
 
+    _check_weighting(weighting)
     if Path(out).suffix.lower() != ".npz":
         raise ValueError(f"--out {out}: expected a file ending in .npz")
     if picture is not None and Path(picture).suffix.lower() not in (".png", ".gif"):
@@ -237,10 +257,11 @@ def track_file(
     except ValueError as exc:
         raise ValueError(f"--video {video}: {exc}") from exc
     q = read_queries(queries, num_frames=frames.shape[0], size=frames.shape[1:3])
-    extract = DiffusionFeatures(load_feature_model(model), block=block or DEFAULT_BLOCK,
-                                sigma=DEFAULT_SIGMA if sigma is None else sigma, seed=seed, device=device)
+    loaded = load_feature_model(model)
+    extract = DiffusionFeatures(loaded, block=block or DEFAULT_BLOCK, sigma=DEFAULT_SIGMA if sigma is None else sigma,
+                                seed=seed, device=device)
     tracks, visible = track_video(frames, q, extract=extract, size=size, segment_length=segment_length,
-                                  device=extract.device)
+                                  device=extract.device, soft_argmax=_soft_argmax(loaded, weighting))
     path = write_tracks(out, name=Path(video).stem, tracks=tracks, visible=visible, queries=q, size=frames.shape[1:3])
     if picture is not None:
         write_picture(Path(picture), frames, tracks, visible, q)

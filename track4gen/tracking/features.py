@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -108,6 +108,9 @@ class FeatureModel:
     feature_extractor: object  # CLIPImageProcessor
     head: nn.Module | None  # track4gen.model.tracking_head(unet): owned and hooked by the UNet
     source: str  # what --model named, for tables and errors
+    # The soft-argmax the model was trained with ({"weighting", "temperature"} of the training
+    # config; the loss's defaults for base SVD): matching reads its features the same way.
+    soft_argmax: dict = field(default_factory=dict)
 
 
 class DiffusionFeatures:
