@@ -266,3 +266,15 @@ def track_file(
     if picture is not None:
         write_picture(Path(picture), frames, tracks, visible, q)
     return path, visible
+
+
+def synthetic_groundtruth(scene, *, name: str, points: int, seed: int = 0) -> GroundTruthVideo:
+    """A rendered synthetic scene (trackprep.core.synthetic) with the exact tracks of `points`
+    random (t, x, y) queries, its frames and masks: ground truth to track and score."""
+    rng = np.random.default_rng(seed)
+    queries = np.stack([rng.integers(0, scene.num_frames, points), rng.uniform(0, scene.width - 1, points),
+                        rng.uniform(0, scene.height - 1, points)], axis=1)
+    tracks, visible = scene.ground_truth(queries)
+    frames, masks = scene.render()
+    return GroundTruthVideo(name=name, size=(scene.height, scene.width), tracks=tracks, occluded=~visible,
+                            queries=queries.astype(np.float32), masks=masks, frames=frames)
