@@ -13,6 +13,7 @@ version (300 steps) and the noise-level sweep.
 from __future__ import annotations
 
 import pytest
+import torch
 
 from track4gen.tracking.evaluate import score_tracker, synthetic_groundtruth
 from track4gen.tracking.features import DiffusionFeatures
@@ -58,3 +59,22 @@ def test_correspondence_loss_teaches_the_features_to_track(setup):
     finetuned = position_accuracy(runs["finetune"])
     assert trained >= untrained + MARGIN, (trained, untrained, finetuned)
     assert trained >= finetuned + MARGIN, (trained, untrained, finetuned)
+
+
+def test_exported_and_run_folders_give_the_same_refined_features(setup, tmp_path):
+    from track4gen.export import export_model
+
+    _, runs = setup
+    exported = export_model(runs["track4gen"], tmp_path / "exported")
+    frames = synthetic_groundtruth(make_scene(seed=9, num_frames=FRAMES, height=64, width=96), name="x", points=1).frames
+    feats = []
+    for spec in (runs["track4gen"], exported):
+        model = load_feature_model(str(spec))
+        extract = DiffusionFeatures(model, device="cpu")
+        assert model.head is not None and extract.refined and extract.label.endswith("(refined)")
+        assert model.soft_argmax["weighting"] == "cosine"
+        feats.append(extract(frames))
+    assert (feats[0] >= 0).all()  # the refiner ends in a ReLU
+    torch.testing.assert_close(feats[0], feats[1])
+    plain = load_feature_model(str(setup[0]))
+    assert plain.head is None
