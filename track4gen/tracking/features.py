@@ -135,8 +135,10 @@ class DiffusionFeatures:
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         for part in (model.unet, model.vae, model.image_encoder):  # the UNet owns the head
             part.to(self.device).eval()  # eval: the head's BatchNorm uses its running statistics
-            if next(part.parameters()).dtype != self.dtype:
-                part.to(self.dtype)
+            # The VAE stays in float32 (as the trainer keeps it): fp16 VAE encodes can overflow.
+            want = torch.float32 if part is model.vae else self.dtype
+            if next(part.parameters()).dtype != want:
+                part.to(want)
 
     @property
     def label(self) -> str:
@@ -145,12 +147,12 @@ class DiffusionFeatures:
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
         m, dev = self.model, self.device
-        x = model_frames(torch.from_numpy(np.ascontiguousarray(frames)).to(dev))[None].to(self.dtype)  # [1, L, 3, H, W]
+        x = model_frames(torch.from_numpy(np.ascontiguousarray(frames)).to(dev))[None]  # float32 [1, L, 3, H, W]
         gen = torch.Generator().manual_seed(self.seed)
         latents = cond.encode_video(m.vae, x, generator=gen).float()
         first = x[:, 0]
         aug = torch.full((1,), NOISE_AUG_STRENGTH)
-        cond_latents = cond.encode_condition(m.vae, first + NOISE_AUG_STRENGTH * torch.randn(first.shape, generator=gen).to(dev, first.dtype))
+        cond_latents = cond.encode_condition(m.vae, first + NOISE_AUG_STRENGTH * torch.randn(first.shape, generator=gen).to(dev))
         fe = m.feature_extractor
         embeddings = cond.clip_image_embeddings(m.image_encoder, first, mean=fe.image_mean, std=fe.image_std)
         time_ids = cond.added_time_ids(fps=self.fps, motion_bucket_id=self.motion_bucket_id, noise_aug_strength=aug).to(dev)
