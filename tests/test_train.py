@@ -159,6 +159,10 @@ def test_bad_options_are_reported(work, store, tiny_model):
     result = runner.invoke(app, ["train", "--store", str(work / "nowhere.zarr"), "--pretrained", str(tiny_model),
                                  "--out", str(work / "bad")])
     assert result.exit_code == 2 and "error: --store" in result.output and "nowhere.zarr" in result.output
+    result = runner.invoke(app, ["train", "--store", str(store), "--pretrained", str(tiny_model), "--variant", "fp16",
+                                 "--no-gradient-checkpointing", "--out", str(work / "bad")])
+    assert result.exit_code == 2 and "variant: expected one of ('track4gen', 'no-refiner', 'finetune'), got 'fp16'" \
+        in result.output  # the old weight-variant meaning of --variant is --weights-variant now
 
 
 def test_overfitting_one_segment_halves_the_correspondence_loss(work, tiny_model):
@@ -202,20 +206,25 @@ def test_export_load_sample_gives_the_frames_of_the_training_checkpoint(work, tw
 
     exported = two_step_run / "model"  # the run's last step exports it
     card = json.loads((exported / MODEL_CARD).read_text())
-    newest = ckpt.read_state(ckpt.list_checkpoints(two_step_run)[-1])["step"]  # 3 once the resume test ran
-    assert card["step"] == newest and card["variant"] == "track4gen" and card["head"]["channels"] == 64
+    step2 = ckpt.checkpoint_dir(two_step_run, 2)  # the run's last step (the resume test goes on, without export)
+    assert card["step"] == 2 and card["checkpoint"] == str(step2.resolve())
+    assert card["variant"] == "track4gen" and card["head"]["channels"] == 64
     assert json.loads((exported / "unet" / "config.json").read_text())["track4gen_head"]["num_layers"] == 8
     for sub in ("unet", "vae", "image_encoder", "feature_extractor", "scheduler"):
         assert (exported / sub).is_dir()
 
     picture = PILImage.open(first_image).convert("RGB")
     kw = dict(num_frames=4, num_inference_steps=2, seed=3)
-    from_run = generate(load_pipeline(two_step_run), picture, **kw)
+    from_run = generate(load_pipeline(step2), picture, **kw)
     pipe = track4gen.load_pipeline(exported)
     assert isinstance(pipe, StableVideoDiffusionPipeline) and tracking_head(pipe.unet) is not None
     from_model = generate(pipe, picture, **kw)
     assert from_model.shape == (4, HEIGHT, WIDTH, 3)
     assert np.abs(from_model - from_run).max() < 1e-5
+    # Model CPU offload (accelerate's hooks move the UNet, head included, per forward) keeps it.
+    offloaded = track4gen.load_pipeline(exported)
+    offloaded.enable_model_cpu_offload(device="cpu")
+    assert np.abs(generate(offloaded, picture, **kw) - from_run).max() < 1e-5
     # save_pretrained of the loaded pipeline keeps the head, for our loader and diffusers' own.
     pipe.save_pretrained(work / "resaved")
     again = track4gen.load_pipeline(work / "resaved")
@@ -234,12 +243,14 @@ def test_export_command_writes_a_folder_and_refuses_to_overwrite(work, two_step_
     out = work / "exported"
     result = runner.invoke(app, ["export", str(two_step_run), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    a = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
-    b = load_file(str(two_step_run / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
-    assert a.keys() == b.keys() and any(k.startswith("tracking_head.") for k in a)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    trained = load_file(str(ckpt.list_checkpoints(two_step_run)[-1] / ckpt.WEIGHTS))
-    assert torch.equal(a["tracking_head.zero_conv.weight"], trained["head.zero_conv.weight"])
+    exported = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    trained = load_file(str(ckpt.list_checkpoints(two_step_run)[-1] / ckpt.WEIGHTS))  # the newest checkpoint
+    as_exported = {("tracking_head." + k[5:]) if k.startswith("head.") else k[5:]: v for k, v in trained.items()}
+    assert as_exported.keys() <= exported.keys()
+    assert all(torch.equal(exported[k], v) for k, v in as_exported.items())
+    base = load_file(str(next((two_step_run.parent / "tiny-svd" / "unet").glob("*.safetensors"))))
+    frozen = [k for k in base if "temporal_transformer_blocks" not in k]
+    assert frozen and all(torch.equal(exported[k], base[k]) for k in frozen)  # the rest is the base model
     result = runner.invoke(app, ["export", str(two_step_run), "--out", str(out)])
     assert result.exit_code == 2 and "already exists" in result.output
     assert not list(work.glob(".exported.tmp"))
@@ -307,6 +318,12 @@ def test_ema_is_saved_and_exported(work, store, tiny_model):
     exported = load_file(str(out / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
     assert torch.equal(exported["tracking_head.zero_conv.weight"], ema["head.zero_conv.weight"])
     assert json.loads((out / "model" / MODEL_CARD).read_text())["ema"] is True
+    # Resuming carries the EMA on exactly as an uninterrupted run does.
+    train(config(store, tiny_model, out, use_ema=True, ema_decay=0.5, max_steps=3, checkpoint_every=3, resume="latest"))
+    train(config(store, tiny_model, work / "ema-straight", use_ema=True, ema_decay=0.5, max_steps=3, checkpoint_every=3))
+    resumed = load_file(str(ckpt.checkpoint_dir(out, 3) / EMA_WEIGHTS))
+    straight = load_file(str(ckpt.checkpoint_dir(work / "ema-straight", 3) / EMA_WEIGHTS))
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
 
 
 def test_default_pretrained_offline_stops_in_one_line_before_reading_data(work, store, tmp_path):

@@ -74,7 +74,7 @@ def unet_from_checkpoint(path: str | os.PathLike, *, pretrained: str | None = No
     where = find_checkpoint(path)
     base, config = _checkpoint_base(where, pretrained)
     unet = Track4GenUNet.from_pretrained(
-        str(base), subfolder="unet", local_files_only=True, dtype=dtype,
+        str(base), subfolder="unet", local_files_only=True,
         variant=resolve_variant(base, variant=config.get("weights_variant")),
     )
     model = Track4GenModel(unet, make_head(unet, variant=config.get("variant", "track4gen")))
@@ -83,7 +83,7 @@ def unet_from_checkpoint(path: str | os.PathLike, *, pretrained: str | None = No
         from safetensors.torch import load_file
 
         ckpt.load_trainable_state(model, load_file(str(where / EMA_WEIGHTS)))
-    return unet.eval()  # BatchNorm uses its running statistics
+    return unet.to(dtype).eval()  # eval: BatchNorm uses its running statistics
 
 
 def load_pipeline(path: str | os.PathLike, *, pretrained: str | None = None, ema: bool = True,
@@ -99,16 +99,16 @@ def load_pipeline(path: str | os.PathLike, *, pretrained: str | None = None, ema
     p = Path(path)
     if is_model_folder(p):
         base = p
-        unet = Track4GenUNet.from_pretrained(str(p), subfolder="unet", local_files_only=True, dtype=dtype,
+        unet = Track4GenUNet.from_pretrained(str(p), subfolder="unet", local_files_only=True,
                                              variant=resolve_variant(p))
     else:
         base, _ = _checkpoint_base(find_checkpoint(p), pretrained)
         unet = unet_from_checkpoint(p, pretrained=pretrained, ema=ema, dtype=dtype)
     pipe = StableVideoDiffusionPipeline.from_pretrained(
-        str(base), unet=unet, local_files_only=True, dtype=dtype, variant=resolve_variant(base),
+        str(base), unet=unet, local_files_only=True, variant=resolve_variant(base),
     )
-    if device is not None:
-        pipe.to(device)
+    # Cast after loading (from_pretrained's dtype argument changed name across diffusers versions).
+    pipe.to(device=device, dtype=dtype)
     return pipe
 
 

@@ -125,11 +125,13 @@ def load_components(
     path = resolve_pretrained(pretrained, variant=variant)
     source = str(path)
     variant = resolve_variant(path, variant=variant)
-    common = {"local_files_only": True, "variant": variant, "dtype": dtype}
+    common = {"local_files_only": True, "variant": variant}
+    # Cast after loading rather than through from_pretrained's dtype argument, whose name
+    # changed across diffusers versions (torch_dtype -> dtype).
     return SVDComponents(
-        unet=Track4GenUNet.from_pretrained(source, subfolder="unet", **common),
-        vae=AutoencoderKLTemporalDecoder.from_pretrained(source, subfolder="vae", **common),
-        image_encoder=CLIPVisionModelWithProjection.from_pretrained(source, subfolder="image_encoder", **common),
+        unet=Track4GenUNet.from_pretrained(source, subfolder="unet", **common).to(dtype),
+        vae=AutoencoderKLTemporalDecoder.from_pretrained(source, subfolder="vae", **common).to(dtype),
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(source, subfolder="image_encoder", **common).to(dtype),
         feature_extractor=CLIPImageProcessor.from_pretrained(source, subfolder="feature_extractor", local_files_only=True),
     )
 
