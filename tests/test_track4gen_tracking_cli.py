@@ -101,8 +101,25 @@ def test_track_command_writes_tracks_and_a_picture(work):
     assert image.shape[0] > SIZE[0] and image.shape[1] > SIZE[1]  # a grid of frames
 
 
+def test_videos_are_read_from_frame_folders_and_files(work, tmp_path):
+    from track4gen.tracking.files import read_video
+    from trackprep.viz import write_gif
+
+    frames = read_video(work / "video")
+    assert frames.shape == (12, *SIZE, 3) and frames.dtype == np.uint8
+    write_gif(frames, tmp_path / "clip.gif", fps=8)
+    again = read_video(tmp_path / "clip.gif")
+    assert again.shape == frames.shape
+    assert np.abs(again.astype(int) - frames).mean() < 12  # GIF's 256-colour palette
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match="broken.mp4: cannot decode"):
+        read_video(tmp_path / "broken.mp4")
+
+
 @pytest.mark.parametrize("change, message", [
     ({"--model": "nowhere/at/all"}, "--model nowhere/at/all: expected a Stable Video Diffusion"),
+    ({"--model": "video"}, "video: expected a Stable Video Diffusion or exported Track4Gen folder"),
+    ({"--video": "queries.txt"}, "queries.txt: expected a folder of frames or a video file"),
     ({"--queries": "bad.txt"}, "bad.txt: expected [Q, 3] rows (t, x, y)"),
     ({"--queries": "late.txt"}, "row 0 is [12.0, 1.0, 1.0]; expected t an integer in [0, 11]"),
     ({"--block": "mid_blocks"}, "--block 'mid_blocks': not a feature block of this UNet; valid:"),
@@ -115,7 +132,7 @@ def test_track_command_errors_are_one_line(work, change, message):
     args = {"--model": str(work / "tiny-svd"), "--video": str(work / "video"), "--queries": str(work / "queries.txt"),
             "--out": str(work / "x.npz"), "--size": "64x96", "--segment-length": "8"}
     for key, value in change.items():
-        args[key] = str(work / value) if key == "--queries" else value
+        args[key] = str(work / value) if key in ("--queries", "--video") or value == "video" else value
     result = runner.invoke(app, ["track", *[v for kv in args.items() for v in kv]])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
