@@ -184,3 +184,20 @@ def test_table_layout():
     rows = [TrackingRow(model="svd", features=f"{DEFAULT_BLOCK} (raw)", report=EvalReport(mode="first", videos=[], mean=mean))]
     text = format_tracking_table(rows, protocol="24", mode="first")
     assert text.splitlines()[-1] == f"| svd | {DEFAULT_BLOCK} (raw) | 42.4 | 80.0 | 30.0 | – | 50.0 |"
+
+
+def test_eval_tracking_reads_a_tapvid_pickle_with_its_frames(work):
+    import pickle
+
+    gt = synthetic_groundtruth(make_scene(seed=4, num_frames=FRAMES, height=48, width=80, num_objects=1),
+                               name="bear", points=30, seed=0)
+    h, w = gt.size
+    entry = {"video": gt.frames, "points": (gt.tracks + 0.5) / np.array([w, h], np.float32), "occluded": gt.occluded}
+    path = work / "tapvid_small.pkl"
+    path.write_bytes(pickle.dumps({"bear": entry}))
+    result = runner.invoke(app, ["eval-tracking", "--model", str(work / "tiny-svd"), "--gt", str(path), "--frames", "all",
+                                 "--size", "64x96", "--segment-length", "8", "--mode", "strided"])
+    assert result.exit_code == 0, result.output
+    row = result.output.strip().splitlines()[-1]
+    assert row.startswith(f"| {work / 'tiny-svd'} | {DEFAULT_BLOCK} (raw) |")
+    assert row.split("|")[6].strip() == "–"  # a TAP-Vid pickle has no masks: no segmentation PCK
