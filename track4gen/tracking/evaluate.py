@@ -226,6 +226,9 @@ def evaluate_tracking(
                                    segment_length=segment_length, device=extract.device, pictures=where,
                                    soft_argmax=_soft_argmax(model, weighting))
             rows.append(TrackingRow(model=spec, features=extract.label, report=report))
+        del model, extract  # one model in memory at a time
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return rows
 
 
