@@ -69,9 +69,10 @@ def test_help_runs_without_torch_or_dask(blocked_env, tool):
     assert "Usage" in r.stdout and ("train" if tool == "track4gen" else "annotate") in r.stdout
 
 
-@pytest.mark.parametrize("command", ["annotate", "shard", "fetch", "check", "datasets", "viz", "eval-tracks", "train"])
+@pytest.mark.parametrize("command", ["annotate", "shard", "fetch", "check", "datasets", "viz", "eval-tracks",
+                                     "train", "track", "eval-tracking"])
 def test_command_help_runs_without_torch_or_dask(blocked_env, command):
-    r = cli(blocked_env, "track4gen" if command == "train" else "trackprep", command, "--help")
+    r = cli(blocked_env, "track4gen" if command in ("train", "track", "eval-tracking") else "trackprep", command, "--help")
     assert r.returncode == 0, r.stderr
     assert "--help" in r.stdout
 
@@ -112,6 +113,8 @@ def test_check_datasets_and_fetch_run_without_torch_or_dask(blocked_env, tmp_pat
 def test_spelled_out_option_defaults_agree_with_the_library():
     import track4gen.cli as t4g_cli
     from track4gen import conditioning, data, losses, model, train
+    from track4gen.tracking import cli as tracking_cli
+    from track4gen.tracking import features
     from trackprep.cli import shard_cmds
     from trackprep.io import segment_store
     from trackprep import viz
@@ -122,6 +125,7 @@ def test_spelled_out_option_defaults_agree_with_the_library():
     assert (t4g_cli.DEFAULT_PRETRAINED, t4g_cli.TRAINABLE_CHOICES, t4g_cli.VARIANTS) == (
         model.DEFAULT_PRETRAINED, model.TRAINABLE_CHOICES, model.VARIANTS)
     assert (t4g_cli.EMA_DECAY, t4g_cli.EXPORT_DIR) == (train.EMA_DECAY, train.EXPORT_DIR)
+    assert (tracking_cli.DEFAULT_BLOCK, tracking_cli.DEFAULT_SIGMA) == (features.DEFAULT_BLOCK, features.DEFAULT_SIGMA)
     assert shard_cmds.DEFAULT_SEGMENTS_PER_SHARD == segment_store.DEFAULT_SEGMENTS_PER_SHARD
     assert shard_cmds.DEFAULT_MAX_TRACKS == viz.DEFAULT_MAX_TRACKS
 

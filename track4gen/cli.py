@@ -10,6 +10,8 @@ import typer
 
 from trackprep.cli_errors import user_errors
 
+from track4gen.tracking.cli import register as register_tracking
+
 # Option defaults, spelled out so that `--help` does not import torch (the modules named hold the
 # same values and use them; tests/test_startup.py checks that they agree).
 FPS, MOTION_BUCKET_ID = 7, 127  # track4gen.conditioning
@@ -143,6 +145,9 @@ def make_tiny_model_cli(
     from track4gen.tiny_model import make_tiny_model
 
     typer.echo(f"wrote {make_tiny_model(out, seed=seed, num_frames=num_frames)}")
+
+
+register_tracking(app)  # track, eval-tracking (zero-shot tracking, Table 2)
 
 
 def main() -> None:
