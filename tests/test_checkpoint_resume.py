@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import shutil
 
 import pytest
@@ -135,3 +136,34 @@ def test_when_every_checkpoint_is_damaged_each_reason_is_given(run, tmp_path):
     with pytest.raises(ckpt.CheckpointError, match=r"no intact checkpoint.*step-00000004.*state\.json.*"
                                                    r"step-00000002.*rng-0\.safetensors"):
         ckpt.latest_checkpoint(out)
+
+
+def test_a_garbled_manifest_or_state_is_named(run, tmp_path):
+    out, _ = damaged_copy(run[0], tmp_path, ckpt.MANIFEST, "truncated")
+    manifest = ckpt.checkpoint_dir(out, 4) / ckpt.MANIFEST
+    with pytest.raises(ckpt.CheckpointError, match=f"{manifest}: not valid JSON"):
+        ckpt.verify_checkpoint(manifest.parent)
+    manifest.write_text(json.dumps({"files": {ckpt.WEIGHTS: {"bytes": "many"}}}))
+    with pytest.raises(ckpt.CheckpointError, match=f"{manifest}: expected"):
+        ckpt.verify_checkpoint(manifest.parent)
+    state = ckpt.checkpoint_dir(out, 2) / ckpt.STATE
+    state.write_text(json.dumps({"step": 2}))
+    with pytest.raises(ckpt.CheckpointError, match=r"state\.json: expected the keys .* missing \['epoch'"):
+        ckpt.verify_checkpoint(state.parent)
+
+
+def test_saving_flushes_every_file_then_the_folders_before_and_after_the_rename(inputs, tmp_path, monkeypatch):
+    flushed = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    train(config(inputs, tmp_path / "run", max_steps=2))
+    stage = str(ckpt.staging_dir(tmp_path / "run", 2))
+    names = [p[len(stage) + 1:] for p in flushed if p.startswith(stage + "/")]
+    assert sorted(names) == sorted(FILES + (ckpt.MANIFEST,)) and names[-1] == ckpt.MANIFEST
+    # The staging folder's entries, then the rename (in the parent folder), after every file.
+    assert flushed[-2:] == [stage, str(tmp_path / "run" / ckpt.CHECKPOINTS)]

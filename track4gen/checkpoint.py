@@ -91,6 +91,22 @@ def _check_safetensors(path: Path) -> None:
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
 
 
+def checkpoint_files(num_processes: int) -> list[str]:
+    """The files of a checkpoint written by `num_processes` processes (the manifest aside)."""
+    return [WEIGHTS, OPTIMIZER, STATE] + [rng_name(r) for r in range(num_processes)]
+
+
+def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
+    data = _read_json(path)
+    files = data.get("files") if isinstance(data, dict) else None
+    ok = isinstance(files, dict) and all(
+        isinstance(r, dict) and isinstance(r.get("bytes"), int) and isinstance(r.get("sha256"), str)
+        for r in files.values())
+    if not ok:
+        raise CheckpointError(f"{path}: expected {{'files': {{name: {{'bytes': int, 'sha256': str}}}}}}")
+    return files
+
+
 def verify_checkpoint(ckpt: str | os.PathLike) -> dict[str, Any]:
     """Check that `ckpt` is complete and intact; its state. Raises CheckpointError naming the file.
 
@@ -101,13 +117,15 @@ def verify_checkpoint(ckpt: str | os.PathLike) -> dict[str, Any]:
     state_file, manifest_file = ckpt / STATE, ckpt / MANIFEST
     if not state_file.is_file():
         raise CheckpointError(f"{state_file}: missing (the checkpoint is incomplete)")
-    manifest = _read_json(manifest_file)["files"] if manifest_file.is_file() else None
+    manifest = _read_manifest(manifest_file) if manifest_file.is_file() else None
     state = _read_json(state_file)
     missing_keys = [k for k in STATE_KEYS if not isinstance(state, dict) or k not in state]
     if missing_keys:
         raise CheckpointError(f"{state_file}: expected the keys {list(STATE_KEYS)}, missing {missing_keys}")
-    needed = [WEIGHTS, OPTIMIZER, STATE] + [rng_name(r) for r in range(int(state.get("num_processes", 1)))]
-    for name in needed:
+    processes = state.get("num_processes", 1)
+    if not isinstance(processes, int) or processes < 1:
+        raise CheckpointError(f"{state_file}: num_processes must be a positive integer, got {processes!r}")
+    for name in checkpoint_files(processes):
         path = ckpt / name
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (the checkpoint is incomplete)")
@@ -274,9 +292,9 @@ def write_main(
     save_file(trainable_state(model), str(stage / WEIGHTS))
     save_optimizer(optimizer, stage / OPTIMIZER)
     (stage / STATE).write_text(json.dumps(state, indent=2, default=str))
-    names = [WEIGHTS, OPTIMIZER, STATE] + [rng_name(r) for r in range(int(state.get("num_processes", 1)))]
-    for name in names:
+    for name in (WEIGHTS, OPTIMIZER, STATE):  # each process flushed its own RNG file
         _fsync(stage / name)
+    names = checkpoint_files(int(state.get("num_processes", 1)))
     manifest = {"step": step, "files": {name: _file_record(stage / name) for name in names}}
     (stage / MANIFEST).write_text(json.dumps(manifest, indent=2))
     _fsync(stage / MANIFEST)
