@@ -11,8 +11,8 @@ cannot starve the others; the rows it finished are still reported, the rest say 
             per second (forward + backward flow) at batch sizes 1, 4, 16, 32 in fp32, bf16,
             fp16, peak GPU memory, and the end-point difference of bf16/fp16 against fp32
             (random weights: this measures numerical stability, not accuracy).
-  annotate  the `trackprep annotate` pipeline on a DAVIS-2016 sequence (blackswan, 24 frames), RAFT on the GPU:
-            seconds per stage, the flow share, peak GPU and host memory.
+  annotate  the `trackprep annotate` pipeline on a DAVIS-2016 clip (blackswan, 24 frames) with
+            RAFT on the GPU: seconds per stage, the flow share, peak GPU and host memory.
   svd       SVD-xt's UNet, VAE and CLIP image encoder at their real sizes (random weights,
             benchmarks/svd_xt_architecture.json): one Track4Gen training step at
             1 x 24 x 320x576 with the trainer's default recipe (s/step, peak GPU memory), and
@@ -180,8 +180,8 @@ def main() -> int:
     if unknown:
         ap.error(f"--parts: unknown {unknown}; expected some of {list(limits)}")
     plan = specs(smoke=args.cpu_smoke, data=args.data, device=args.device)
-    report = {"mode": "cpu-smoke" if args.cpu_smoke else "gpu", "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "total_limit_s": total, "parts": {}}
+    report = {"mode": "cpu-smoke" if args.cpu_smoke else "gpu",
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "total_limit_s": total, "parts": {}}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         for name in wanted:

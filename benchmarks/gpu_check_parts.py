@@ -113,8 +113,8 @@ def random_raft_large(work: Path) -> Path:
 def part_machine(spec: dict, rec: Recorder) -> None:
     import torch
 
-    names = [("GPU", ""), ("GPU memory", "GiB"), ("GPU count", ""), ("driver", ""), ("torch", ""), ("CUDA (torch build)", ""),
-             ("cuDNN", ""), ("python", ""), ("CPU cores", ""), ("host memory", "GiB")]
+    names = [("GPU", ""), ("GPU memory", "GiB"), ("GPU count", ""), ("driver", ""), ("torch", ""),
+             ("CUDA (torch build)", ""), ("cuDNN", ""), ("python", ""), ("CPU cores", ""), ("host memory", "GiB")]
     rec.plan(names)
     cuda = torch.cuda.is_available()
     if cuda:
@@ -312,7 +312,7 @@ def part_svd(spec: dict, rec: Recorder) -> None:
     trainer.validate(cfg)
     full = spec["model"] == "svd-xt"
     parts = svd_xt_components(device) if full else tiny_components(frames)
-    rec.row("model", spec["model"], "", f"{ARCHITECTURE.name}, random weights" if full else "track4gen.tiny_model, random weights")
+    rec.row("model", spec["model"], "", f"{ARCHITECTURE.name if full else 'track4gen.tiny_model'}, random weights")
     rec.row("UNet parameters", sum(p.numel() for p in parts.unet.parameters()) / 1e6, "M")
 
     accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
@@ -323,9 +323,11 @@ def part_svd(spec: dict, rec: Recorder) -> None:
     optimizer = trainer.make_optimizer(model, cfg=cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    rec.row("trainable parameters", trainable / 1e6, "M", f"--trainable {cfg.trainable}: {len(names)} UNet tensors + head")
+    rec.row("trainable parameters", trainable / 1e6, "M",
+            f"--trainable {cfg.trainable}: {len(names)} UNet tensors + head")
     rec.row("mixed precision", cfg.mixed_precision, "", "the trainer's default (TrainConfig)")
-    rec.row("gradient checkpointing", "on" if cfg.gradient_checkpointing else "off", "", "the trainer's default (TrainConfig)")
+    rec.row("gradient checkpointing", "on" if cfg.gradient_checkpointing else "off", "",
+            "the trainer's default (TrainConfig)")
 
     loader = DataLoader(SegmentStream(store, num_pairs=cfg.num_pairs, fg_share=cfg.fg_share, scale_frames=False,
                                       rank=0, world_size=1), batch_size=1)

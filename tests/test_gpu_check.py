@@ -107,7 +107,9 @@ def test_a_part_past_its_limit_is_killed_and_reported(tmp_path):
     t0 = time.perf_counter()
     result = gpu_check.run_part("svd", spec, limit=1.0, work=tmp_path)
     assert time.perf_counter() - t0 < 10
-    assert result["status"] == "timed out" and result["rows"] == []
+    assert result["status"] == "timed out"
+    # Whatever it had planned by then is listed, empty, with the reason.
+    assert all(r["value"] is None and "hit its 1 s limit" in r["note"] for r in result["rows"])
 
 
 def test_rows_a_part_did_not_reach_are_kept_with_the_reason():
