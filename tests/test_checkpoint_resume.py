@@ -165,5 +165,24 @@ def test_saving_flushes_every_file_then_the_folders_before_and_after_the_rename(
     stage = str(ckpt.staging_dir(tmp_path / "run", 2))
     names = [p[len(stage) + 1:] for p in flushed if p.startswith(stage + "/")]
     assert sorted(names) == sorted(FILES + (ckpt.MANIFEST,)) and names[-1] == ckpt.MANIFEST
+    assert len(names) == len(set(names))
     # The staging folder's entries, then the rename (in the parent folder), after every file.
     assert flushed[-2:] == [stage, str(tmp_path / "run" / ckpt.CHECKPOINTS)]
+
+
+def test_any_other_staged_file_is_listed_and_verified_too(inputs, tmp_path, monkeypatch):
+    # e.g. an EMA copy of the weights, staged by the trainer beside weights.safetensors.
+    write_rng = ckpt.write_process_rng
+
+    def and_an_extra_file(out, step, rank, generator):
+        write_rng(out, step, rank, generator)
+        (ckpt.staging_dir(out, step) / "ema.safetensors").write_bytes(b"ema" * 100)
+
+    monkeypatch.setattr(ckpt, "write_process_rng", and_an_extra_file)
+    train(config(inputs, tmp_path / "run", max_steps=2))
+    final = ckpt.checkpoint_dir(tmp_path / "run", 2)
+    assert "ema.safetensors" in json.loads((final / ckpt.MANIFEST).read_text())["files"]
+    ckpt.verify_checkpoint(final)
+    (final / "ema.safetensors").write_bytes(b"ema" * 99)
+    with pytest.raises(ckpt.CheckpointError, match=r"ema\.safetensors: 297 bytes, expected 300"):
+        ckpt.verify_checkpoint(final)

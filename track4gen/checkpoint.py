@@ -110,8 +110,9 @@ def _read_manifest(path: Path) -> dict[str, dict[str, Any]]:
 def verify_checkpoint(ckpt: str | os.PathLike) -> dict[str, Any]:
     """Check that `ckpt` is complete and intact; its state. Raises CheckpointError naming the file.
 
-    Every file must match the size and SHA-256 recorded in the manifest. A checkpoint without a
-    manifest (written before manifests existed) is checked by parsing each file instead.
+    The files the trainer needs must be there, and every file the manifest lists must match the
+    size and SHA-256 recorded in it. A checkpoint without a manifest (written before manifests
+    existed) is checked by parsing each needed file instead.
     """
     ckpt = Path(ckpt)
     state_file, manifest_file = ckpt / STATE, ckpt / MANIFEST
@@ -125,7 +126,8 @@ def verify_checkpoint(ckpt: str | os.PathLike) -> dict[str, Any]:
     processes = state.get("num_processes", 1)
     if not isinstance(processes, int) or processes < 1:
         raise CheckpointError(f"{state_file}: num_processes must be a positive integer, got {processes!r}")
-    for name in checkpoint_files(processes):
+    required = checkpoint_files(processes)
+    for name in required + sorted(set(manifest or ()) - set(required)):
         path = ckpt / name
         if not path.is_file():
             raise CheckpointError(f"{path}: missing (the checkpoint is incomplete)")
@@ -274,7 +276,6 @@ def write_process_rng(out: Path, step: int, rank: int, generator: torch.Generato
     stage = staging_dir(out, step)
     stage.mkdir(parents=True, exist_ok=True)
     save_file(rng_state(generator), str(stage / rng_name(rank)))
-    _fsync(stage / rng_name(rank))
 
 
 def write_main(
@@ -286,16 +287,17 @@ def write_main(
     state: dict[str, Any],
 ) -> None:
     """The main process writes weights, optimizer, state and, last, the manifest into the staging
-    folder, once every process has written its RNG file (`state["num_processes"]` of them)."""
+    folder, once every process has written its RNG file. The manifest lists every file staged by
+    then (e.g. an EMA copy of the weights too) and each is flushed to disk before it is written."""
     stage = staging_dir(out, step)
     stage.mkdir(parents=True, exist_ok=True)
     save_file(trainable_state(model), str(stage / WEIGHTS))
     save_optimizer(optimizer, stage / OPTIMIZER)
     (stage / STATE).write_text(json.dumps(state, indent=2, default=str))
-    for name in (WEIGHTS, OPTIMIZER, STATE):  # each process flushed its own RNG file
-        _fsync(stage / name)
-    names = checkpoint_files(int(state.get("num_processes", 1)))
-    manifest = {"step": step, "files": {name: _file_record(stage / name) for name in names}}
+    files = sorted(p for p in stage.iterdir() if p.is_file() and p.name != MANIFEST)
+    for path in files:
+        _fsync(path)
+    manifest = {"step": step, "files": {path.name: _file_record(path) for path in files}}
     (stage / MANIFEST).write_text(json.dumps(manifest, indent=2))
     _fsync(stage / MANIFEST)
 
@@ -304,10 +306,6 @@ def publish(out: Path, step: int, *, keep: int) -> Path:
     """Move the staged checkpoint into place and delete all but the newest `keep` (main process)."""
     final = checkpoint_dir(out, step)
     stage = staging_dir(out, step)
-    listed = set(_read_json(stage / MANIFEST)["files"]) | {MANIFEST}
-    for leftover in stage.iterdir():  # e.g. RNG files of more processes, from a crashed earlier save
-        if leftover.name not in listed:
-            leftover.unlink()
     _fsync(stage)
     if final.exists():  # a damaged checkpoint of this step, skipped on resume: replaced
         shutil.rmtree(final)
