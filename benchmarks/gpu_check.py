@@ -151,6 +151,7 @@ def table_lines(report: dict) -> list[str]:
 
 
 def main() -> int:
+    t0 = time.perf_counter()  # the total limit counts from here
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, help="where to write the JSON report")
     ap.add_argument("--cpu-smoke", action="store_true", help="the same parts on the CPU at tiny sizes (< 2 minutes)")
@@ -182,7 +183,6 @@ def main() -> int:
     plan = specs(smoke=args.cpu_smoke, data=args.data, device=args.device)
     report = {"mode": "cpu-smoke" if args.cpu_smoke else "gpu",
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "total_limit_s": total, "parts": {}}
-    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         for name in wanted:
             left = total - (time.perf_counter() - t0)
