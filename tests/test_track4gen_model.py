@@ -1,4 +1,5 @@
-"""The tracking head on the tiny SVD UNet: refiner layout, zero-conv identity, gradient routing, loading."""
+"""The tracking head on the tiny SVD UNet: refiner layout and ReLU start, zero-conv identity, gradient
+routing, the UNet owning the head (to, save/load, copies), loading base models."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import torch
 from torch import nn
 
 from track4gen.losses import correspondence_loss, diffusion_loss
-from track4gen.model import SUBFOLDERS, Track4GenUNet, load_components, select_trainable
+from track4gen.model import (
+    SUBFOLDERS,
+    Track4GenModel,
+    add_tracking_head,
+    load_components,
+    make_head,
+    remove_tracking_head,
+    select_trainable,
+    tracking_head,
+)
 from track4gen.refiner import Refiner, TrackingHead, hook_module
 from track4gen.tiny_model import build_tiny_pipeline, make_tiny_model
 from train_fixtures import one_thread  # noqa: F401 (autouse fixture)
@@ -40,11 +50,69 @@ def test_refiner_layout_and_dirac_init():
     assert torch.allclose(r(x), torch.relu(x) / (1 + 1e-5) ** 3.5, atol=1e-5)
 
 
+def hooked_output(unet, x, t, emb, ids) -> torch.Tensor:
+    """The raw map h at the hook point for these inputs (read with a throwaway hook)."""
+    seen = []
+    handle = hook_module(unet).register_forward_hook(lambda _m, _i, out: seen.append(out.detach().clone()))
+    try:
+        with torch.no_grad():
+            unet(x, t, encoder_hidden_states=emb, added_time_ids=ids)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
 def test_head_hooks_the_third_decoder_upsampler_with_its_channel_count(pipe):
     assert hook_module(pipe.unet) is pipe.unet.up_blocks[2].upsamplers[0]
-    model = Track4GenUNet(pipe.unet)
-    assert model.head.zero_conv.in_channels == pipe.unet.up_blocks[2].upsamplers[0].out_channels == 64
-    model.detach_head()
+    model = Track4GenModel(pipe.unet, make_head(pipe.unet, variant="track4gen"))
+    try:
+        assert model.head.zero_conv.in_channels == pipe.unet.up_blocks[2].upsamplers[0].out_channels == 64
+        assert tracking_head(pipe.unet) is model.head and pipe.unet.tracking_head is model.head
+        assert pipe.unet.config["track4gen_head"] == {"channels": 64, "num_layers": 8, "refine": True,
+                                                      "hook": "up_blocks.2.upsamplers.0"}
+        with pytest.raises(ValueError, match="already owns"):
+            add_tracking_head(pipe.unet, TrackingHead(64))
+    finally:
+        remove_tracking_head(pipe.unet)
+    assert tracking_head(pipe.unet) is None and not pipe.unet.up_blocks[2].upsamplers[0]._forward_hooks
+    assert make_head(pipe.unet, variant="finetune") is None
+    tap = make_head(pipe.unet, variant="no-refiner")
+    assert tap.refiner is None and tap.zero_conv is None and not list(tap.parameters())
+
+
+def test_refiner_starts_as_relu_of_real_hooked_features_in_train_mode(pipe):
+    # Sec. 3.3: the refiner starts as an identity; with BatchNorm in train mode and a final ReLU
+    # the closest is ReLU(h), reached by initialising each BatchNorm from the first batch.
+    unet = pipe.unet
+    x, t, emb, ids = unet_inputs(3)
+    h = hooked_output(unet, x, t, emb, ids)
+    assert 0.2 < (h < 0).float().mean().item() < 0.8  # real features: many negatives to drop
+    with torch.no_grad():
+        plain = unet(x, t, encoder_hidden_states=emb, added_time_ids=ids).sample
+    model = Track4GenModel(unet, TrackingHead(64))
+    try:
+        model.train()
+        out, feats = model(x, t, emb, ids)  # the first training forward: BatchNorm initialised here
+        refined = feats.reshape(h.shape).detach()
+        rel = ((refined - h.relu()).norm() / h.relu().norm()).item()
+        assert rel < 1e-4, rel
+        assert torch.equal(out.detach(), plain)  # and the zero conv leaves the UNet's output as it was
+        assert bool(model.head.initialized)
+        # Eval mode starts at ReLU(h) too (running statistics set from the same batch) ...
+        model.eval()
+        with torch.no_grad():
+            _, feats_eval = model(x, t, emb, ids)
+        assert ((feats_eval.reshape(h.shape) - h.relu()).norm() / h.relu().norm()).item() < 1e-3
+        # ... while without the data-dependent init BatchNorm standardises every channel.
+        remove_tracking_head(unet)
+        head = TrackingHead(64)
+        head.initialized.fill_(True)
+        fresh = Track4GenModel(unet, head).train()
+        _, raw = fresh(x, t, emb, ids)
+        assert ((raw.reshape(h.shape).detach() - h.relu()).norm() / h.relu().norm()).item() > 0.5
+    finally:
+        remove_tracking_head(unet)
+        unet.train(False)
 
 
 def test_zero_conv_at_zero_leaves_the_unet_output_unchanged(pipe):
@@ -52,7 +120,7 @@ def test_zero_conv_at_zero_leaves_the_unet_output_unchanged(pipe):
     x, t, emb, ids = unet_inputs()
     with torch.no_grad():
         plain = unet(x, t, encoder_hidden_states=emb, added_time_ids=ids).sample
-        model = Track4GenUNet(unet)
+        model = Track4GenModel(unet, TrackingHead(64))
         try:
             hooked, feats = model(x, t, emb, ids)
             assert torch.equal(hooked, plain)
@@ -61,13 +129,52 @@ def test_zero_conv_at_zero_leaves_the_unet_output_unchanged(pipe):
             changed, _ = model(x, t, emb, ids)
             assert (changed - plain).abs().max().item() > 1e-3
         finally:
-            model.detach_head()
+            remove_tracking_head(unet)
+
+
+def test_the_unet_owns_the_head_through_to_copies_and_save_load(pipe, tmp_path):
+    import copy
+
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    from track4gen.unet import Track4GenUNet
+
+    unet = copy.deepcopy(pipe.unet)
+    head = TrackingHead(64)
+    add_tracking_head(unet, head)
+    with torch.no_grad():
+        head.zero_conv.weight.normal_(std=0.1)
+        head.refiner[0].bias.normal_(std=0.1)
+    unet.eval()
+    x, t, emb, ids = unet_inputs(4)
+    with torch.no_grad():
+        want = unet(x, t, encoder_hidden_states=emb, added_time_ids=ids).sample
+        # A deep copy's hook drives the copy's own head.
+        twin = copy.deepcopy(unet)
+        twin.tracking_head.zero_conv.weight.zero_()
+        assert torch.equal(unet(x, t, encoder_hidden_states=emb, added_time_ids=ids).sample, want)
+        assert not torch.equal(twin(x, t, encoder_hidden_states=emb, added_time_ids=ids).sample, want)
+        # .to() moves and casts the head with the UNet.
+        unet.to(torch.float64)
+        assert head.zero_conv.weight.dtype == torch.float64
+        got64 = unet(x.double(), t.double(), encoder_hidden_states=emb.double(), added_time_ids=ids.double()).sample
+        assert torch.allclose(got64.float(), want, atol=1e-5)
+        unet.to(torch.float32)
+    # save_pretrained / from_pretrained keep it; plain diffusers loads the UNet without it.
+    unet.save_pretrained(tmp_path / "unet")
+    again = Track4GenUNet.from_pretrained(tmp_path / "unet")
+    assert tracking_head(again) is not None and not again.training
+    plain = UNetSpatioTemporalConditionModel.from_pretrained(tmp_path / "unet")
+    with torch.no_grad():
+        assert torch.equal(again(x, t, encoder_hidden_states=emb, added_time_ids=ids).sample, want)
+        without = plain(x, t, encoder_hidden_states=emb, added_time_ids=ids).sample
+    assert not torch.equal(without, want)
 
 
 def test_gradients_reach_the_zero_conv_from_the_diffusion_loss_and_the_refiner_from_the_correspondence_loss(pipe):
     unet = pipe.unet
     select_trainable(unet, which="temporal")
-    model = Track4GenUNet(unet)
+    model = Track4GenModel(unet, TrackingHead(64))
     try:
         x, t, emb, ids = unet_inputs(1)
         out, feats = model(x, t, emb, ids)
@@ -94,7 +201,7 @@ def test_gradients_reach_the_zero_conv_from_the_diffusion_loss_and_the_refiner_f
         before = [p for n, p in unet.named_parameters() if p.requires_grad and n.startswith("down_blocks")]
         assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in before)
     finally:
-        model.detach_head()
+        remove_tracking_head(unet)
         unet.requires_grad_(True)
         unet.zero_grad(set_to_none=True)
 
@@ -132,7 +239,7 @@ def test_missing_model_folder_names_what_is_expected(tmp_path):
     (tmp_path / "unet").mkdir()
     with pytest.raises(FileNotFoundError, match="missing vae/, image_encoder/, feature_extractor/"):
         load_components(tmp_path)
-    with pytest.raises(FileNotFoundError, match="--allow-hub"):
+    with pytest.raises(FileNotFoundError, match="nope: no such model folder"):
         load_components(tmp_path / "nope")
     assert SUBFOLDERS == ("unet", "vae", "image_encoder", "feature_extractor")
 

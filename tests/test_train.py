@@ -1,6 +1,8 @@
-"""`track4gen train` / `sample` / `make-tiny-model` end to end on the tiny model (CPU)."""
+"""`track4gen train` / `export` / `sample` / `make-tiny-model` end to end on the tiny model (CPU)."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -9,9 +11,14 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+import track4gen
 from track4gen import checkpoint as ckpt
+from track4gen import train as train_mod
 from track4gen.cli import app
-from track4gen.model import load_components
+from track4gen.data import SegmentStream
+from track4gen.export import EMA_WEIGHTS, MODEL_CARD, load_pipeline
+from track4gen.model import VARIANTS, load_components, tracking_head
+from track4gen.sample import generate
 from track4gen.train import TrainConfig, train
 from train_fixtures import HEIGHT, WIDTH, make_segment_store, one_thread  # noqa: F401 (autouse fixture)
 
@@ -38,8 +45,9 @@ def store(work):
 
 
 def config(store, model, out, **kw) -> TrainConfig:
+    # The tiny model on CPU: fp32 and no checkpointing are also what "auto" picks here.
     base = dict(store=str(store), pretrained=str(model), out=str(out), num_workers=0, num_pairs=64,
-                checkpoint_every=2, max_steps=2)
+                checkpoint_every=2, max_steps=2, export=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -53,6 +61,14 @@ def two_step_run(work, store, tiny_model):
                                  "--num-pairs", "64"])
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture(scope="module")
+def first_image(work):
+    image = work / "first.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(image)
+    return image
 
 
 def test_make_tiny_model_is_loadable_with_svd_layout(tiny_model):
@@ -134,7 +150,12 @@ def test_bad_options_are_reported(work, store, tiny_model):
     annotations = store.with_name(f"{store.stem}-annotations.zarr")
     with pytest.raises(ValueError, match=r"annotations.zarr: expected a segment store"):
         train(config(annotations, work / "no-model", work / "bad"))
+    with pytest.raises(ValueError, match="variant.*'tracker'"):
+        train(config(store, tiny_model, work / "bad", variant="tracker"))
+    with pytest.raises(ValueError, match="soft_argmax.*'max'"):
+        train(config(store, tiny_model, work / "bad", soft_argmax="max"))
     assert not (work / "bad").exists()
+    assert TrainConfig(store="data/segments.zarr", variant="finetune").out == "runs/segments-finetune"
     result = runner.invoke(app, ["train", "--store", str(work / "nowhere.zarr"), "--pretrained", str(tiny_model),
                                  "--out", str(work / "bad")])
     assert result.exit_code == 2 and "error: --store" in result.output and "nowhere.zarr" in result.output
@@ -149,14 +170,12 @@ def test_overfitting_one_segment_halves_the_correspondence_loss(work, tiny_model
     assert corr[-5:].mean() <= 0.5 * corr[:5].mean(), corr.round(3)
 
 
-def test_sample_writes_a_video_with_the_requested_frame_count(work, two_step_run):
+def test_sample_writes_a_video_with_the_requested_frame_count(work, two_step_run, first_image):
     import av
 
-    image = work / "first.png"
-    rng = np.random.default_rng(0)
-    Image.fromarray(rng.integers(0, 255, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(image)
+    image = first_image
     out = work / "video.mp4"
-    result = runner.invoke(app, ["sample", "--checkpoint", str(two_step_run), "--image", str(image), "--out", str(out),
+    result = runner.invoke(app, ["sample", "--model", str(two_step_run / "model"), "--image", str(image), "--out", str(out),
                                  "--num-frames", "6", "--height", str(HEIGHT), "--width", str(WIDTH)])
     assert result.exit_code == 0, result.output
     with av.open(str(out)) as container:
@@ -173,6 +192,145 @@ def test_sample_writes_a_video_with_the_requested_frame_count(work, two_step_run
     result = runner.invoke(app, ["sample", "--checkpoint", str(work / "no-run"), "--image", str(image),
                                  "--out", str(out)])
     assert result.exit_code == 2 and "no-run: neither a checkpoint folder" in result.output
+
+
+def test_export_load_sample_gives_the_frames_of_the_training_checkpoint(work, two_step_run, first_image):
+    from diffusers import StableVideoDiffusionPipeline
+    from PIL import Image as PILImage
+
+    from track4gen.unet import Track4GenUNet
+
+    exported = two_step_run / "model"  # the run's last step exports it
+    card = json.loads((exported / MODEL_CARD).read_text())
+    step2 = ckpt.checkpoint_dir(two_step_run, 2)  # the run's last step (the resume test goes on, without export)
+    assert card["step"] == 2 and card["checkpoint"] == str(step2.resolve())
+    assert card["variant"] == "track4gen" and card["head"]["channels"] == 64
+    assert json.loads((exported / "unet" / "config.json").read_text())["track4gen_head"]["num_layers"] == 8
+    for sub in ("unet", "vae", "image_encoder", "feature_extractor", "scheduler"):
+        assert (exported / sub).is_dir()
+
+    picture = PILImage.open(first_image).convert("RGB")
+    kw = dict(num_frames=4, num_inference_steps=2, seed=3)
+    from_run = generate(load_pipeline(step2), picture, **kw)
+    pipe = track4gen.load_pipeline(exported)
+    assert isinstance(pipe, StableVideoDiffusionPipeline) and tracking_head(pipe.unet) is not None
+    from_model = generate(pipe, picture, **kw)
+    assert from_model.shape == (4, HEIGHT, WIDTH, 3)
+    assert np.abs(from_model - from_run).max() < 1e-5
+    # save_pretrained of the loaded pipeline keeps the head, for our loader and diffusers' own.
+    pipe.save_pretrained(work / "resaved")
+    again = track4gen.load_pipeline(work / "resaved")
+    assert tracking_head(again.unet) is not None
+    assert np.abs(generate(again, picture, **kw) - from_run).max() < 1e-5
+    native = StableVideoDiffusionPipeline.from_pretrained(work / "resaved")
+    assert isinstance(native.unet, Track4GenUNet) and tracking_head(native.unet) is not None
+    # Without the head (what plain diffusers gets from unet/ alone) the frames differ.
+    from track4gen.model import remove_tracking_head
+
+    remove_tracking_head(again.unet)
+    assert np.abs(generate(again, picture, **kw) - from_run).max() > 1e-4
+
+
+def test_export_command_writes_a_folder_and_refuses_to_overwrite(work, two_step_run):
+    out = work / "exported"
+    result = runner.invoke(app, ["export", str(two_step_run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    exported = load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+    trained = load_file(str(ckpt.list_checkpoints(two_step_run)[-1] / ckpt.WEIGHTS))  # the newest checkpoint
+    as_exported = {("tracking_head." + k[5:]) if k.startswith("head.") else k[5:]: v for k, v in trained.items()}
+    assert as_exported.keys() <= exported.keys()
+    assert all(torch.equal(exported[k], v) for k, v in as_exported.items())
+    base = load_file(str(next((two_step_run.parent / "tiny-svd" / "unet").glob("*.safetensors"))))
+    frozen = [k for k in base if "temporal_transformer_blocks" not in k]
+    assert frozen and all(torch.equal(exported[k], base[k]) for k in frozen)  # the rest is the base model
+    result = runner.invoke(app, ["export", str(two_step_run), "--out", str(out)])
+    assert result.exit_code == 2 and "already exists" in result.output
+    assert not list(work.glob(".exported.tmp"))
+
+
+def first_batch(store):
+    stream = SegmentStream(store, num_pairs=64, rank=0, world_size=1)
+    stream.set_epoch(0)
+    item = next(iter(stream))
+    return {k: v.unsqueeze(0) for k, v in item.items()}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_trains_exactly_its_parameters(work, store, tiny_model, variant):
+    cfg = config(store, tiny_model, work / f"variant-{variant}", variant=variant)
+    parts = load_components(cfg.pretrained)
+    model, names = train_mod.build_model(parts, cfg=cfg)
+    head = model.head
+    temporal = {f"unet.{n}" for n, _ in parts.unet.named_parameters() if "temporal_transformer_blocks" in n}
+    head_keys = {f"head.{n}" for n, _ in head.named_parameters()} if head is not None else set()
+    if variant == "track4gen":
+        assert head_keys and any(".refiner." in k or k.startswith("head.refiner") for k in head_keys)
+        assert {"head.zero_conv.weight", "head.zero_conv.bias"} <= head_keys
+    else:
+        assert not head_keys  # no-refiner: a tap without parameters; finetune: no head at all
+        assert (head is None) == (variant == "finetune")
+    named = dict(train_mod.trainable_named(model))
+    assert set(named) == temporal | head_keys and {f"unet.{n}" for n in names} == temporal
+    everything = {f"unet.{n}": p for n, p in parts.unet.named_parameters() if not n.startswith("tracking_head.")}
+    everything.update({f"head.{n}": p for n, p in (head.named_parameters() if head is not None else [])})
+    before = {k: p.detach().clone() for k, p in everything.items()}
+    optimizer = train_mod.make_optimizer(model, cfg=cfg)
+    terms = train_mod.compute_losses(model, parts, first_batch(store), cfg=cfg, generator=torch.Generator().manual_seed(0))
+    terms["total"].backward()
+    optimizer.step()
+    changed = {k for k, p in everything.items() if not torch.equal(p.detach(), before[k])}
+    assert changed <= temporal | head_keys, sorted(changed - temporal - head_keys)[:5]
+    assert changed & temporal and head_keys <= changed
+    if variant == "finetune":
+        assert terms["correspondence"].item() == 0.0 and torch.equal(terms["total"], terms["diffusion"])
+    else:
+        assert terms["correspondence"].item() > 0.0
+
+
+def test_no_refiner_correspondence_loss_reaches_the_blocks_before_the_hook(work, store, tiny_model):
+    cfg = config(store, tiny_model, work / "variant-grad", variant="no-refiner")
+    parts = load_components(cfg.pretrained)
+    model, _ = train_mod.build_model(parts, cfg=cfg)
+    terms = train_mod.compute_losses(model, parts, first_batch(store), cfg=cfg, generator=torch.Generator().manual_seed(0))
+    terms["correspondence"].backward()
+    grads = {n: p.grad for n, p in parts.unet.named_parameters() if p.requires_grad}
+    assert any(g is not None and g.abs().sum() > 0 for n, g in grads.items() if n.startswith("down_blocks"))
+    # L_corr is read at up_blocks[2]; the last decoder block comes after it and gets nothing.
+    assert all(g is None or g.abs().sum() == 0 for n, g in grads.items() if n.startswith("up_blocks.3"))
+
+
+def test_ema_is_saved_and_exported(work, store, tiny_model):
+    out = work / "ema-run"
+    result = train(config(store, tiny_model, out, use_ema=True, ema_decay=0.5, export=True))
+    last = result.checkpoints[-1]
+    ema = load_file(str(last / EMA_WEIGHTS))
+    raw = load_file(str(last / ckpt.WEIGHTS))
+    assert ema.keys() == raw.keys() and ckpt.read_state(last)["ema_step"] == 2
+    assert not torch.equal(ema["head.zero_conv.weight"], raw["head.zero_conv.weight"])
+    exported = load_file(str(out / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert torch.equal(exported["tracking_head.zero_conv.weight"], ema["head.zero_conv.weight"])
+    assert json.loads((out / "model" / MODEL_CARD).read_text())["ema"] is True
+
+
+def test_default_pretrained_offline_stops_in_one_line_before_reading_data(work, store, tmp_path):
+    """`track4gen train --store S.zarr` with no network: the Hub id, the remedy, nothing written."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "HF_HOME": str(tmp_path / "empty-hf-home")}
+    env.pop("HF_HUB_CACHE", None)
+    proc = subprocess.run([sys.executable, "-m", "track4gen.cli", "train", "--store", str(store)], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --pretrained stabilityai/stable-video-diffusion-img2vid-xt")
+    assert "HF_HUB_OFFLINE" in lines[0] and "hf auth login" in lines[0] and "hf download" in lines[0]
+    assert "empty-hf-home" in lines[0]  # where it looked
+    assert not (tmp_path / "runs").exists()  # the default --out (runs/segments-track4gen) was never made
 
 
 def test_sample_pipeline_carries_the_trained_weights_and_the_attached_head(two_step_run):

@@ -181,8 +181,11 @@ def resolve_checkpoint(out: str | os.PathLike, resume: str) -> Path:
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Trainable UNet parameters plus every head tensor (parameters and BatchNorm buffers)."""
-    state = {f"unet.{n}": p.detach() for n, p in model.unet.named_parameters() if p.requires_grad}
-    state.update({f"head.{n}": t.detach() for n, t in model.head.state_dict().items()})
+    # The head is a submodule of the UNet (unet.tracking_head); it is stored once, under "head.".
+    state = {f"unet.{n}": p.detach() for n, p in model.unet.named_parameters()
+             if p.requires_grad and not n.startswith("tracking_head.")}
+    if model.head is not None:
+        state.update({f"head.{n}": t.detach() for n, t in model.head.state_dict().items()})
     return {k: v.contiguous().cpu() for k, v in state.items()}
 
 
@@ -193,7 +196,10 @@ def load_weights(ckpt: Path) -> dict[str, torch.Tensor]:
 def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
     unet_params = dict(model.unet.named_parameters())
     head = {k[len("head."):]: v for k, v in state.items() if k.startswith("head.")}
-    model.head.load_state_dict(head, strict=True)
+    if model.head is not None:
+        model.head.load_state_dict(head, strict=True)
+    elif head:
+        raise KeyError("checkpoint has tracking-head tensors but this model has no head (another --variant?)")
     for key, value in state.items():
         if key.startswith("unet."):
             name = key[len("unet."):]

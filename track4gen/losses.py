@@ -19,14 +19,22 @@ from trackprep.core.sampling import sample_bilinear
 P_MEAN = 0.7
 P_STD = 1.6
 
-# Sec. 3.3: soft-argmax window radius 35 on the 44 x 81 feature map of the paper's resolution.
-PAPER_RADIUS = 35.0
-PAPER_FEATURE_SIZE = (44, 81)
-CORRESPONDENCE_WEIGHT = 8.0  # lambda in L = L_diff + lambda * L_corr
-# Cosine similarities lie in [-1, 1]; a plain softmax over them is nearly flat, so the
-# soft-argmax sharpens them by 1/temperature (our choice; the paper gives no value).
+CORRESPONDENCE_WEIGHT = 8.0  # lambda in L = L_diff + lambda * L_corr (Sec. 4.1)
+# The correspondence loss is DINO-Tracker's (tnarek/dino-tracker, which Track4Gen's tracking
+# supervision builds on): positions normalised to [-1, 1] over the frame (its RangeNormalizer:
+# x / (W - 1) * 2 - 1), a Huber loss with delta 1/32 (`HuberLoss(delta=1/32)` in
+# dino_tracker.py), averaged over points and both coordinates. On this scale lambda = 8 puts
+# L_corr next to L_diff, where a loss in feature cells is ~1,000x larger.
+HUBER_DELTA = 1.0 / 32.0
+# Soft-argmax window: DINO-Tracker's TrackerHead uses argmax_radius=35 in *pixels* of the input
+# frame (its grid is in pixel coordinates; the paper's 44 x 81 map is its ViT grid at 320 x 576,
+# patch 14, stride 7). Converted to cells of whatever map is hooked: 4.375 cells on SVD's 40 x 72.
+PAPER_RADIUS_PX = 35.0
+SOFT_ARGMAX_CHOICES = ("cosine", "softmax")
+# Only for weighting="softmax" (an option, not the paper's Eq. 3): cosine similarities lie in
+# [-1, 1], and a softmax over them is nearly flat, so it is sharpened by 1/temperature
+# (DINO-Tracker's contrastive temperature, cl_temp: 0.1 in config/train.yaml).
 SOFTMAX_TEMPERATURE = 0.1
-HUBER_DELTA = 1.0  # in feature cells
 
 
 def sample_sigmas(n: int, *, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
@@ -72,10 +80,17 @@ def diffusion_loss(model_output: torch.Tensor, noisy: torch.Tensor, clean: torch
     return (sc.weight * err).mean()
 
 
-def scaled_radius(height: int, width: int) -> float:
-    """The paper's radius 35 on a 44 x 81 map, scaled by the map's linear size (geometric mean)."""
-    ph, pw = PAPER_FEATURE_SIZE
-    return PAPER_RADIUS * math.sqrt((height * width) / (ph * pw))
+def radius_cells(*, feature_size: tuple[int, int], image_size: tuple[int, int],
+                 radius_px: float = PAPER_RADIUS_PX) -> float:
+    """A radius in image pixels as feature cells (geometric mean of the two axes' cell sizes).
+
+    35 px at 320 x 576 is 4.375 cells on SVD's 40 x 72 map (8 px per cell).
+    """
+    (fh, fw), (ih, iw) = feature_size, image_size
+    if min(fh, fw, ih, iw) <= 0 or radius_px <= 0:
+        raise ValueError(f"radius_cells: sizes and radius must be > 0, got feature_size={feature_size}, "
+                         f"image_size={image_size}, radius_px={radius_px}")
+    return float(radius_px) * math.sqrt((fh / ih) * (fw / iw))
 
 
 def image_to_feature(points: torch.Tensor, *, image_size: tuple[int, int], feature_size: tuple[int, int]) -> torch.Tensor:
@@ -83,6 +98,19 @@ def image_to_feature(points: torch.Tensor, *, image_size: tuple[int, int], featu
     (ih, iw), (fh, fw) = image_size, feature_size
     scale = points.new_tensor([fw / iw, fh / ih])
     return (points + 0.5) * scale - 0.5
+
+
+def feature_to_image(points: torch.Tensor, *, image_size: tuple[int, int], feature_size: tuple[int, int]) -> torch.Tensor:
+    """The inverse of `image_to_feature`: (x, y) in feature cells to image pixels."""
+    (ih, iw), (fh, fw) = image_size, feature_size
+    scale = points.new_tensor([iw / fw, ih / fh])
+    return (points + 0.5) * scale - 0.5
+
+
+def normalize_pixels(points: torch.Tensor, *, image_size: tuple[int, int]) -> torch.Tensor:
+    """(x, y) pixels -> [-1, 1] over the frame, pixel centres 0 and W-1 at -1 and 1 (DINO-Tracker's RangeNormalizer)."""
+    ih, iw = image_size
+    return points * points.new_tensor([2.0 / (iw - 1), 2.0 / (ih - 1)]) - 1.0
 
 
 def cost_volume(queries: torch.Tensor, maps: torch.Tensor, target_frame: torch.Tensor) -> torch.Tensor:
@@ -101,14 +129,20 @@ def cost_volume(queries: torch.Tensor, maps: torch.Tensor, target_frame: torch.T
     return sims.gather(1, idx).reshape(-1, h, w)
 
 
-def soft_argmax(cost: torch.Tensor, *, radius: float, temperature: float = SOFTMAX_TEMPERATURE) -> torch.Tensor:
-    """(x, y) [Q, 2] in cells: softmax-weighted mean position within `radius` of each map's argmax.
+def soft_argmax(cost: torch.Tensor, *, radius: float, weighting: str = "cosine",
+                temperature: float = SOFTMAX_TEMPERATURE) -> torch.Tensor:
+    """(x, y) [Q, 2] in cells: the weighted mean position within `radius` cells of each map's argmax.
 
-    cost [Q, h, w]. Cells farther than `radius` from the argmax get zero weight, so a second
-    mode elsewhere in the frame cannot pull the estimate between the two (Eq. 3).
+    cost [Q, h, w] of cosine similarities. Cells farther than `radius` from the argmax get
+    zero weight, so a second mode elsewhere cannot pull the estimate between the two.
+    weighting="cosine" is the paper's Eq. 3: weights are the similarities S(p) themselves
+    (clamped at 0, as DINO-Tracker's ReLU on its cost maps; refined features are >= 0, so
+    their cosines already are); "softmax" weights by softmax(S / temperature) in the window.
     """
     if radius <= 0 or temperature <= 0:
         raise ValueError(f"soft_argmax: radius and temperature must be > 0, got {radius}, {temperature}")
+    if weighting not in SOFT_ARGMAX_CHOICES:
+        raise ValueError(f"soft_argmax: weighting must be one of {SOFT_ARGMAX_CHOICES}, got {weighting!r}")
     q, h, w = cost.shape
     flat = cost.reshape(q, h * w)
     ys = torch.arange(h, device=cost.device, dtype=cost.dtype).repeat_interleave(w)
@@ -116,8 +150,15 @@ def soft_argmax(cost: torch.Tensor, *, radius: float, temperature: float = SOFTM
     best = flat.argmax(dim=1)
     bx, by = xs[best], ys[best]
     near = (xs[None] - bx[:, None]).square() + (ys[None] - by[:, None]).square() <= radius * radius
-    logits = (flat / temperature).masked_fill(~near, float("-inf"))
-    weights = logits.softmax(dim=1)
+    if weighting == "softmax":
+        weights = (flat / temperature).masked_fill(~near, float("-inf")).softmax(dim=1)
+    else:
+        raw = flat.clamp(min=0) * near
+        total = raw.sum(dim=1, keepdim=True)
+        # All-zero window (every similarity <= 0): fall back to its centre, as DINO-Tracker
+        # falls back to uniform weights; the argmax cell is then the estimate.
+        flat_window = near.to(cost.dtype) / near.sum(dim=1, keepdim=True)
+        weights = torch.where(total > 1e-8, raw / total.clamp(min=1e-8), flat_window)
     return torch.stack([(weights * xs).sum(dim=1), (weights * ys).sum(dim=1)], dim=1)
 
 
@@ -130,18 +171,21 @@ def correspondence_loss(
     target_xy: torch.Tensor,
     valid: torch.Tensor,
     image_size: tuple[int, int],
+    weighting: str = "cosine",
     temperature: float = SOFTMAX_TEMPERATURE,
-    radius: float | None = None,
+    radius_px: float = PAPER_RADIUS_PX,
 ) -> torch.Tensor:
-    """Eq. 2-4: Huber distance between soft-argmax of the cost volume and the true target, in cells.
+    """Eq. 2-4 on DINO-Tracker's scale: Huber (delta 1/32) between the soft-argmax of the cost volume
+    and the true target, both in [-1, 1] frame coordinates; mean over valid pairs and x, y.
 
-    features [B, F, C, h, w] (refined); query_frame, target_frame int [B, K]; query_xy,
-    target_xy float [B, K, 2] in image pixels; valid bool [B, K]. Mean over valid pairs.
+    features [B, F, C, h, w] (refined, or raw for the no-refiner variant); query_frame,
+    target_frame int [B, K]; query_xy, target_xy float [B, K, 2] in image pixels; valid bool [B, K].
     """
     b, nf, c, h, w = features.shape
-    radius = scaled_radius(h, w) if radius is None else radius
-    qf = image_to_feature(query_xy.float(), image_size=image_size, feature_size=(h, w))
-    tf = image_to_feature(target_xy.float(), image_size=image_size, feature_size=(h, w))
+    grid = {"image_size": image_size, "feature_size": (h, w)}
+    radius = radius_cells(radius_px=radius_px, **grid)
+    qf = image_to_feature(query_xy.float(), **grid)
+    tf = image_to_feature(target_xy.float(), **grid)
     # Feature-grid positions can land up to half a cell outside [0, w-1]; clamp onto the map:
     # queries so they sample real cells, targets because the soft-argmax cannot leave the grid.
     limit = qf.new_tensor([w - 1, h - 1])
@@ -157,8 +201,11 @@ def correspondence_loss(
         stacked = fmap.permute(1, 0, 2, 3).reshape(c, nf * h, w)
         pts = qf[i, keep] + torch.stack([torch.zeros_like(qf[i, keep, 0]), query_frame[i, keep].float() * h], dim=1)
         qfeat, _ = sample_bilinear(stacked, pts)  # [k, C]
-        pred = soft_argmax(cost_volume(qfeat, fmap, target_frame[i, keep]), radius=radius, temperature=temperature)
-        losses.append(F.huber_loss(pred, tf[i, keep], delta=HUBER_DELTA, reduction="none").sum(dim=1))
+        cost = cost_volume(qfeat, fmap, target_frame[i, keep])
+        pred = soft_argmax(cost, radius=radius, weighting=weighting, temperature=temperature)
+        pred_n = normalize_pixels(feature_to_image(pred, **grid), image_size=image_size)
+        true_n = normalize_pixels(feature_to_image(tf[i, keep], **grid), image_size=image_size)
+        losses.append(F.huber_loss(pred_n, true_n, delta=HUBER_DELTA, reduction="none"))
     if not losses:
         return features.sum() * 0.0  # keeps the graph (and DDP's bookkeeping) intact
     return torch.cat(losses).mean()

@@ -1,7 +1,7 @@
-"""`track4gen sample`: image-to-video with a trained Track4Gen checkpoint through diffusers' SVD pipeline.
+"""`track4gen sample`: image-to-video with a Track4Gen model through diffusers' SVD pipeline.
 
-The base SVD model is the one the run was trained from (recorded in the checkpoint), the
-trained UNet blocks and the head are loaded over it, and the head stays attached: its zero
+The model is an exported folder (`track4gen export`) or a training run / checkpoint (its base
+SVD model is the one the run was trained from). Either way the UNet owns the head, whose zero
 conv feeds the refined features back into the decoder at every denoising step, as in training.
 """
 
@@ -14,48 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from track4gen import checkpoint as ckpt
 from track4gen.conditioning import FPS, MOTION_BUCKET_ID
-from track4gen.model import Track4GenUNet, check_layout, resolve_variant
+from track4gen.export import load_pipeline
 from trackprep.io.datasets.base import open_image
 
 NUM_STEPS = 30  # Track4Gen evaluation: 30-step EDM (Euler) sampling
 VIDEO_SUFFIXES = (".mp4", ".gif")
-
-
-def find_checkpoint(path: str | os.PathLike) -> Path:
-    """A checkpoint folder, or a run folder (its newest checkpoint)."""
-    p = Path(path)
-    if (p / ckpt.STATE).is_file():
-        return p
-    found = ckpt.list_checkpoints(p)
-    if not found:
-        raise FileNotFoundError(f"--checkpoint {p}: neither a checkpoint folder (with {ckpt.STATE}) nor a run folder with checkpoints")
-    return found[-1]
-
-
-def load_pipeline(checkpoint: str | os.PathLike, *, pretrained: str | None = None, allow_hub: bool = False,
-                  device: str = "cpu", dtype: torch.dtype = torch.float32):
-    """StableVideoDiffusionPipeline with the checkpoint's weights and head attached."""
-    from diffusers import StableVideoDiffusionPipeline
-
-    where = find_checkpoint(checkpoint)
-    config = ckpt.read_state(where)["config"]
-    base = Path(pretrained or config["pretrained"])
-    if base.is_dir():
-        check_layout(base)
-    elif not allow_hub:
-        raise FileNotFoundError(f"base model {base} (from {where / ckpt.STATE}) not found; pass --pretrained DIR")
-    pipe = StableVideoDiffusionPipeline.from_pretrained(
-        str(base), local_files_only=not allow_hub, variant=resolve_variant(base, variant=config.get("variant")),
-        torch_dtype=dtype,
-    )
-    model = Track4GenUNet(pipe.unet)  # attaches the head to pipe.unet
-    ckpt.load_trainable_state(model, ckpt.load_weights(where))
-    model.eval()  # BatchNorm uses its running statistics
-    pipe.to(device)
-    model.head.to(device=device, dtype=dtype)  # the UNet's hook holds the head; it is not a pipeline component
-    return pipe
 
 
 def write_video(frames: np.ndarray, out: Path, *, fps: int) -> None:
@@ -82,7 +46,7 @@ def write_video(frames: np.ndarray, out: Path, *, fps: int) -> None:
 
 
 def sample_video(
-    checkpoint: str | os.PathLike,
+    model: str | os.PathLike,
     image: str | os.PathLike,
     out: str | os.PathLike,
     *,
@@ -95,12 +59,12 @@ def sample_video(
     noise_aug_strength: float = 0.02,
     seed: int = 0,
     pretrained: str | None = None,
-    allow_hub: bool = False,
     device: str | None = None,
     decode_chunk_size: int = 8,
 ) -> Path:
     """Generate a `num_frames` video (default: the UNet's, 25 for SVD-xt) from `image`; write it to `out`.
 
+    `model` is an exported model folder, or a run / checkpoint folder (see `track4gen.export.load_pipeline`).
     `out` ends in .mp4 or .gif. 320 x 576 is the resolution Track4Gen trains at (Sec. 4.1).
     """
     from PIL import Image
@@ -118,14 +82,23 @@ def sample_video(
     picture = open_image(Path(image)).convert("RGB").resize((width, height), Image.BICUBIC)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
-    pipe = load_pipeline(checkpoint, pretrained=pretrained, allow_hub=allow_hub, device=device, dtype=dtype)
+    pipe = load_pipeline(model, pretrained=pretrained, device=device, dtype=dtype)
+    frames = generate(pipe, picture, num_frames=num_frames, num_inference_steps=num_inference_steps,
+                      motion_bucket_id=motion_bucket_id, fps=fps, noise_aug_strength=noise_aug_strength, seed=seed,
+                      decode_chunk_size=decode_chunk_size)
+    write_video((np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8), out, fps=fps)
+    return out
+
+
+def generate(pipe, picture, *, num_frames: int | None = None, num_inference_steps: int = NUM_STEPS,
+             motion_bucket_id: int = MOTION_BUCKET_ID, fps: int = FPS, noise_aug_strength: float = 0.02,
+             seed: int = 0, decode_chunk_size: int = 8) -> np.ndarray:
+    """float32 [F, H, W, 3] in [0, 1] from the pipeline for a PIL image (its size is the video's)."""
     num_frames = num_frames or int(pipe.unet.config.num_frames)
     result = pipe(
-        picture, height=height, width=width, num_frames=num_frames, num_inference_steps=num_inference_steps,
-        motion_bucket_id=motion_bucket_id, fps=fps, noise_aug_strength=noise_aug_strength,
-        decode_chunk_size=decode_chunk_size, generator=torch.Generator(device="cpu").manual_seed(seed),
-        output_type="np",
+        picture, height=picture.height, width=picture.width, num_frames=num_frames,
+        num_inference_steps=num_inference_steps, motion_bucket_id=motion_bucket_id, fps=fps,
+        noise_aug_strength=noise_aug_strength, decode_chunk_size=decode_chunk_size,
+        generator=torch.Generator(device="cpu").manual_seed(seed), output_type="np",
     )
-    frames = (np.clip(np.asarray(result.frames[0]), 0.0, 1.0) * 255).round().astype(np.uint8)
-    write_video(frames, out, fps=fps)
-    return out
+    return np.asarray(result.frames[0], dtype=np.float32)
