@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from track4gen import checkpoint as ckpt
 from track4gen.cli import app
+from track4gen.export import EMA_WEIGHTS
 from track4gen.train import TrainConfig, train
 from train_fixtures import make_segment_store, make_tiny_model_dir, one_thread  # noqa: F401 (autouse fixture)
 
@@ -35,7 +36,7 @@ def inputs(work):
 def config(inputs, out, **kw) -> TrainConfig:
     store, model = inputs
     base = dict(store=str(store), pretrained=str(model), out=str(out), num_workers=0, num_pairs=32,
-                checkpoint_every=2, max_steps=4)
+                checkpoint_every=2, max_steps=4, export=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -84,7 +85,8 @@ def test_latest_skips_a_damaged_newest_checkpoint_and_resumes_from_the_previous(
         resumed = train(config(inputs, out, max_steps=3, resume="latest"))
     assert resumed.first_step == 3 and resumed.last_step == 3
     assert resumed.losses[0] == uninterrupted.losses[2]  # exactly the uninterrupted run's step 3
-    skipped = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    skipped = [r.getMessage() for r in caplog.records
+               if r.name == "track4gen.checkpoint" and r.levelno == logging.WARNING]
     assert len(skipped) == 1 and "skipping checkpoint step-00000004" in skipped[0] and str(damaged) in skipped[0]
     assert any(f"resumed from {ckpt.checkpoint_dir(out, 2)}" in r.getMessage() for r in caplog.records)
 
@@ -170,19 +172,12 @@ def test_saving_flushes_every_file_then_the_folders_before_and_after_the_rename(
     assert flushed[-2:] == [stage, str(tmp_path / "run" / ckpt.CHECKPOINTS)]
 
 
-def test_any_other_staged_file_is_listed_and_verified_too(inputs, tmp_path, monkeypatch):
-    # e.g. an EMA copy of the weights, staged by the trainer beside weights.safetensors.
-    write_rng = ckpt.write_process_rng
-
-    def and_an_extra_file(out, step, rank, generator):
-        write_rng(out, step, rank, generator)
-        (ckpt.staging_dir(out, step) / "ema.safetensors").write_bytes(b"ema" * 100)
-
-    monkeypatch.setattr(ckpt, "write_process_rng", and_an_extra_file)
-    train(config(inputs, tmp_path / "run", max_steps=2))
+def test_the_ema_copy_of_the_weights_is_listed_and_verified_too(inputs, tmp_path):
+    train(config(inputs, tmp_path / "run", max_steps=2, use_ema=True))
     final = ckpt.checkpoint_dir(tmp_path / "run", 2)
-    assert "ema.safetensors" in json.loads((final / ckpt.MANIFEST).read_text())["files"]
+    assert EMA_WEIGHTS in json.loads((final / ckpt.MANIFEST).read_text())["files"]
     ckpt.verify_checkpoint(final)
-    (final / "ema.safetensors").write_bytes(b"ema" * 99)
-    with pytest.raises(ckpt.CheckpointError, match=r"ema\.safetensors: 297 bytes, expected 300"):
+    ema = final / EMA_WEIGHTS
+    ema.write_bytes(ema.read_bytes()[:-8])
+    with pytest.raises(ckpt.CheckpointError, match=f"{ema}: .* bytes, expected"):
         ckpt.verify_checkpoint(final)
