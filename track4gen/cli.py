@@ -14,6 +14,7 @@ from track4gen.conditioning import FPS, MOTION_BUCKET_ID
 from track4gen.data import FG_SHARE, NUM_PAIRS
 from track4gen.losses import CORRESPONDENCE_WEIGHT, SOFTMAX_TEMPERATURE
 from track4gen.model import DEFAULT_PRETRAINED, TRAINABLE_CHOICES, VARIANTS
+from track4gen.tracking.cli import register as register_tracking
 from track4gen.train import EMA_DECAY, EXPORT_DIR
 
 app = typer.Typer(
@@ -139,6 +140,9 @@ def make_tiny_model_cli(
     from track4gen.tiny_model import make_tiny_model
 
     typer.echo(f"wrote {make_tiny_model(out, seed=seed, num_frames=num_frames)}")
+
+
+register_tracking(app)  # track, eval-tracking (zero-shot tracking, Table 2)
 
 
 def main() -> None:

@@ -101,7 +101,7 @@ def match_videos(store_keys: list[str], gt_names: list[str]) -> tuple[dict[str, 
     return matched, unmatched
 
 
-def _queries(gt: GroundTruthVideo, *, mode: str):
+def benchmark_queries(gt: GroundTruthVideo, *, mode: str):
     """(query frames int64 [Q], query xy [Q, 2], gt tracks [Q, T, 2], gt occluded [Q, T]) at gt.size."""
     if gt.queries is not None:
         frames = np.round(gt.queries[:, 0]).astype(np.int64)
@@ -139,13 +139,17 @@ def first_frames(gt: GroundTruthVideo, frames: int) -> GroundTruthVideo:
         occluded=np.ascontiguousarray(gt.occluded[keep, :frames]),
         queries=None if gt.queries is None else gt.queries[keep],
         masks=None if gt.masks is None else gt.masks[:frames],
+        frames=None if gt.frames is None else gt.frames[:frames],
     )
 
 
-def _areas_at_gt_size(stored: StoredVideo, gt: GroundTruthVideo) -> np.ndarray:
-    """float64 [T] foreground area per frame in ground-truth pixels; NaN where not scorable."""
+def areas_at_gt_size(stored: StoredVideo | None, gt: GroundTruthVideo) -> np.ndarray:
+    """float64 [T] foreground area per frame in ground-truth pixels; NaN where not scorable.
+    From the ground truth's masks, else the store's (`stored`; None: no masks, all NaN)."""
     if gt.masks is not None:
         areas = foreground_areas(gt.masks)
+    elif stored is None:
+        return np.full(gt.num_frames, np.nan)
     else:
         h, w = stored.masks.shape[1:3]
         areas = np.array([foreground_areas(np.asarray(stored.masks[t : t + 1]))[0] for t in range(gt.num_frames)])
@@ -153,6 +157,37 @@ def _areas_at_gt_size(stored: StoredVideo, gt: GroundTruthVideo) -> np.ndarray:
         areas[~np.asarray(stored.has_mask[: gt.num_frames], dtype=bool)] = np.nan
     areas[areas == 0] = np.nan  # no foreground: a zero threshold would score nothing (BADJA frames all show the animal)
     return areas
+
+
+def score_predictions(
+    gt: GroundTruthVideo,
+    *,
+    query_frames: np.ndarray,
+    gt_tracks: np.ndarray,
+    gt_occluded: np.ndarray,
+    pred_tracks: np.ndarray,
+    pred_visible: np.ndarray,
+    areas: np.ndarray,
+    mode: str,
+) -> dict[str, float]:
+    """Every metric of one video's predictions: TAP-Vid's at 256x256 and PCK at gt.size.
+
+    pred_tracks float [Q, T, 2] in ground-truth pixels; areas float [T] foreground area per
+    frame in ground-truth pixels (NaN: not scored by the segmentation PCK).
+    """
+    metrics = tapvid_metrics(
+        query_frames=query_frames,
+        gt_tracks=rescale_points(gt_tracks, from_size=gt.size, to_size=TAPVID_SIZE),
+        gt_occluded=gt_occluded,
+        pred_tracks=rescale_points(pred_tracks, from_size=gt.size, to_size=TAPVID_SIZE),
+        pred_occluded=~pred_visible,
+        mode=mode,
+    )
+    scored = evaluation_frames(query_frames, gt.num_frames, mode=mode)
+    common = dict(pred_tracks=pred_tracks, gt_tracks=gt_tracks, gt_visible=~gt_occluded, evaluated=scored)
+    metrics["pck_segmentation"] = segmentation_pck(**common, areas=areas)
+    metrics["pck_3px"] = pck(**common, thresholds=FIXED_THRESHOLD_PX)
+    return metrics
 
 
 def score_video(
@@ -181,24 +216,16 @@ def score_video(
             gt = first_frames(gt, max_frames)
             store_tracks, store_visible = _FirstFrames(store_tracks, max_frames), _FirstFrames(store_visible, max_frames)
     store_size = (int(stored.frames.shape[1]), int(stored.frames.shape[2]))
-    frames, query_xy, gt_tracks, gt_occluded = _queries(gt, mode=mode)
+    frames, query_xy, gt_tracks, gt_occluded = benchmark_queries(gt, mode=mode)
     queries = np.concatenate([frames[:, None], rescale_points(query_xy, from_size=gt.size, to_size=store_size)], axis=1)
     pred, pred_visible = query_tracks(
         store_tracks, store_visible, queries, k=k, radius=radius, rows_per_chunk=rows_per_chunk
     )
-    metrics = tapvid_metrics(
-        query_frames=frames,
-        gt_tracks=rescale_points(gt_tracks, from_size=gt.size, to_size=TAPVID_SIZE),
-        gt_occluded=gt_occluded,
-        pred_tracks=rescale_points(pred, from_size=store_size, to_size=TAPVID_SIZE),
-        pred_occluded=~pred_visible,
-        mode=mode,
+    metrics = score_predictions(
+        gt, query_frames=frames, gt_tracks=gt_tracks, gt_occluded=gt_occluded,
+        pred_tracks=rescale_points(pred, from_size=store_size, to_size=gt.size), pred_visible=pred_visible,
+        areas=areas_at_gt_size(stored, gt), mode=mode,
     )
-    pred_gt = rescale_points(pred, from_size=store_size, to_size=gt.size)
-    scored = evaluation_frames(frames, gt.num_frames, mode=mode)
-    common = dict(pred_tracks=pred_gt, gt_tracks=gt_tracks, gt_visible=~gt_occluded, evaluated=scored)
-    metrics["pck_segmentation"] = segmentation_pck(**common, areas=_areas_at_gt_size(stored, gt))
-    metrics["pck_3px"] = pck(**common, thresholds=FIXED_THRESHOLD_PX)
     return VideoScore(video=stored.key, num_queries=int(frames.size), metrics=metrics)
 
 
@@ -236,7 +263,8 @@ def evaluate_store(
     return EvalReport(mode=mode, videos=scores, mean=mean_over_videos([s.metrics for s in scores]), unmatched=unmatched)
 
 
-def _cell(value: float) -> str:
+def format_value(value: float) -> str:
+    """A metric as a table prints it: x100, one decimal; NaN as a dash."""
     return "–" if math.isnan(value) else f"{100.0 * value:.1f}"
 
 
@@ -245,10 +273,10 @@ def format_table(report: EvalReport) -> str:
     header = ["video", "queries", *(title for _, title in TABLE_COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * (len(header) - 1)) + "|"]
     for v in report.videos:
-        lines.append("| " + " | ".join([v.video, str(v.num_queries), *(_cell(v.metrics[k]) for k, _ in TABLE_COLUMNS)]) + " |")
+        lines.append("| " + " | ".join([v.video, str(v.num_queries), *(format_value(v.metrics[k]) for k, _ in TABLE_COLUMNS)]) + " |")
     total = sum(v.num_queries for v in report.videos)
     lines.append(
         "| " + " | ".join([f"**mean over {len(report.videos)} video{'s' if len(report.videos) != 1 else ''}**", str(total),
-                            *(_cell(report.mean[k]) for k, _ in TABLE_COLUMNS)]) + " |"
+                            *(format_value(report.mean[k]) for k, _ in TABLE_COLUMNS)]) + " |"
     )
     return "\n".join(lines)

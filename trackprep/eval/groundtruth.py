@@ -16,6 +16,8 @@ No queries are stored: they are sampled per query mode ("first", "strided").
                                         are scored; without it queries are sampled
     <video>/masks    uint8   [T, H, W]  optional foreground masks (0 background, k object
                                         k, 255 void) for BADJA's segmentation PCK
+    <video>/frames   uint8   [T, H, W, 3] optional RGB frames (what `track4gen eval-tracking`
+                                        tracks; a TAP-Vid pickle always has them)
 
 <video> may itself contain "/" ("davis/blackswan"): the field is after the last one.
 `write_npz` writes this format.
@@ -32,7 +34,7 @@ from typing import Iterable
 import numpy as np
 
 FORMATS = ("tapvid", "npz")
-NPZ_FIELDS = ("tracks", "visible", "size", "queries", "masks")
+NPZ_FIELDS = ("tracks", "visible", "size", "queries", "masks", "frames")
 
 
 class GroundTruthError(ValueError):
@@ -49,6 +51,7 @@ class GroundTruthVideo:
     occluded: np.ndarray  # bool [N, T]
     queries: np.ndarray | None = None  # float32 [N, 3] (t, x, y), one per track; None: sample by mode
     masks: np.ndarray | None = None  # uint8 [T, H, W] at `size`
+    frames: np.ndarray | None = None  # uint8 [T, H, W, 3] at `size`: the video itself, where the file has it
 
     def __post_init__(self) -> None:
         where = f"ground-truth video {self.name!r}"
@@ -66,6 +69,10 @@ class GroundTruthVideo:
         if self.masks is not None and (self.masks.dtype != np.uint8 or self.masks.shape != (n_t[1], *self.size)):
             raise GroundTruthError(
                 f"{where}: masks: expected uint8 {[n_t[1], *self.size]}, got {self.masks.dtype} {self.masks.shape}"
+            )
+        if self.frames is not None and (self.frames.dtype != np.uint8 or self.frames.shape != (n_t[1], *self.size, 3)):
+            raise GroundTruthError(
+                f"{where}: frames: expected uint8 {[n_t[1], *self.size, 3]}, got {self.frames.dtype} {self.frames.shape}"
             )
 
     @property
@@ -115,7 +122,8 @@ def read_tapvid_pickle(path: str | Path) -> list[GroundTruthVideo]:
                 f"for {frames.shape[0]} frames, got {points.shape} and {occluded.shape}"
             )
         tracks = (points * np.array([w, h]) - 0.5).astype(np.float32)
-        videos.append(GroundTruthVideo(name=str(name), size=(h, w), tracks=tracks, occluded=occluded))
+        videos.append(GroundTruthVideo(name=str(name), size=(h, w), tracks=tracks, occluded=occluded,
+                                       frames=frames if frames.dtype == np.uint8 and frames.shape[-1] == 3 else None))
     return videos
 
 
@@ -156,7 +164,7 @@ def read_npz(path: str | Path) -> list[GroundTruthVideo]:
             videos.append(
                 GroundTruthVideo(
                     name=name, size=(int(size[0]), int(size[1])), tracks=tracks, occluded=~visible,
-                    queries=queries, masks=f.get("masks"),
+                    queries=queries, masks=f.get("masks"), frames=f.get("frames"),
                 )
             )
         except GroundTruthError as exc:
@@ -175,6 +183,8 @@ def write_npz(path: str | Path, videos: Iterable[GroundTruthVideo]) -> None:
             arrays[f"{v.name}/queries"] = v.queries
         if v.masks is not None:
             arrays[f"{v.name}/masks"] = v.masks
+        if v.frames is not None:
+            arrays[f"{v.name}/frames"] = v.frames
     with Path(path).open("wb") as f:
         np.savez_compressed(f, **arrays)
 
