@@ -284,22 +284,25 @@ def tiny_components(num_frames: int):
 
 
 def part_svd(spec: dict, rec: Recorder) -> None:
-    """One optimiser step of the Track4Gen trainer on a segment of 1 x F x H x W, built from the
-    trainer's own functions (build_model, make_optimizer, compute_losses) and its default recipe."""
+    """One optimiser step of the Track4Gen trainer on a segment of 1 x F x H x W, through the
+    trainer's own functions (build_model, make_optimizer, compute_losses) and its default recipe;
+    then zero-shot tracking features of an F-frame clip (track4gen.tracking.features)."""
     import torch
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
     from track4gen import train as trainer
     from track4gen.data import SegmentStream
+    from track4gen.model import tracking_head
+    from track4gen.tracking.features import DEFAULT_BLOCK, DiffusionFeatures, FeatureModel, video_features
     from trackprep.flow import select_device
 
     frames, (height, width) = spec["frames"], spec["size"]
     shape = f"1 x {frames} x {height}x{width}"
+    features_name = f"zero-shot tracking features, {frames}-frame clip"
     rec.plan([("model", ""), ("UNet parameters", "M"), ("trainable parameters", "M"), ("mixed precision", ""),
-              ("gradient checkpointing", ""),
-              (f"training step {shape}", "s/step"), ("training step: peak GPU memory", "MiB"),
-              (f"zero-shot tracking features, {frames}-frame clip", "s"), ("features: peak GPU memory", "MiB")])
+              ("gradient checkpointing", ""), (f"training step {shape}", "s/step"),
+              ("training step: peak GPU memory", "MiB"), (features_name, "s"), ("features: peak GPU memory", "MiB")])
     device = select_device(spec["device"])
     sys.path.insert(0, str(REPO / "tests"))
     from train_fixtures import make_segment_store  # the pipeline's own stages on a synthetic scene
@@ -315,19 +318,20 @@ def part_svd(spec: dict, rec: Recorder) -> None:
     rec.row("model", spec["model"], "", f"{ARCHITECTURE.name if full else 'track4gen.tiny_model'}, random weights")
     rec.row("UNet parameters", sum(p.numel() for p in parts.unet.parameters()) / 1e6, "M")
 
-    accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.mixed_precision)
+    accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=cfg.resolved_mixed_precision)
     model, names = trainer.build_model(parts, cfg=cfg)
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision, torch.float32)
-    for frozen in (parts.vae, parts.image_encoder):  # as the trainer's step 3: frozen parts in the compute dtype
-        frozen.to(device=accelerator.device, dtype=weight_dtype)
+    # As the trainer's step 3: the VAE encodes in fp32, the frozen CLIP encoder is cast.
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    parts.vae.to(accelerator.device)
+    parts.image_encoder.to(accelerator.device, dtype=weight_dtype)
     optimizer = trainer.make_optimizer(model, cfg=cfg)
     model, optimizer = accelerator.prepare(model, optimizer)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     rec.row("trainable parameters", trainable / 1e6, "M",
-            f"--trainable {cfg.trainable}: {len(names)} UNet tensors + head")
-    rec.row("mixed precision", cfg.mixed_precision, "", "the trainer's default (TrainConfig)")
-    rec.row("gradient checkpointing", "on" if cfg.gradient_checkpointing else "off", "",
-            "the trainer's default (TrainConfig)")
+            f"--variant {cfg.variant}, --trainable {cfg.trainable}: {len(names)} UNet tensors + head")
+    default = "the trainer's default on this device"
+    rec.row("mixed precision", accelerator.mixed_precision, "", default)
+    rec.row("gradient checkpointing", "on" if cfg.resolved_gradient_checkpointing else "off", "", default)
 
     loader = DataLoader(SegmentStream(store, num_pairs=cfg.num_pairs, fg_share=cfg.fg_share, scale_frames=False,
                                       rank=0, world_size=1), batch_size=1)
@@ -358,10 +362,27 @@ def part_svd(spec: dict, rec: Recorder) -> None:
         peak = _peak_gpu_mib(device)
         rec.row("training step: peak GPU memory", peak, "MiB",
                 "torch max_memory_allocated, weights and optimiser state included" if peak is not None else NO_GPU)
-    # Zero-shot tracking features (issue 12) are not part of this build of the trainer.
-    missing = "not available in this build (no zero-shot feature extraction in track4gen yet)"
-    rec.row(f"zero-shot tracking features, {frames}-frame clip", None, "s", missing)
-    rec.row("features: peak GPU memory", None, "MiB", missing)
+
+    # Zero-shot tracking features of the same clip from the trained model (its head's refined map).
+    accelerator.free_memory()  # drops its references to the optimiser (state and gradients go)
+    del optimizer, model
+    extract = DiffusionFeatures(FeatureModel(unet=parts.unet, vae=parts.vae, image_encoder=parts.image_encoder,
+                                             feature_extractor=parts.feature_extractor,
+                                             head=tracking_head(parts.unet), source=spec["model"]), device=device)
+    clip = batch["frames"][0].cpu().numpy()  # uint8 [F, H, W, 3]
+    try:
+        video_features(clip, extract, length=frames)  # warm-up
+        _reset_peak(device)
+        seconds, feats = _timed(lambda: video_features(clip, extract, length=frames), device, spec["repeat"])
+    except torch.cuda.OutOfMemoryError:
+        rec.row(features_name, None, "s", "out of GPU memory")
+        rec.row("features: peak GPU memory", None, "MiB", "out of GPU memory")
+        return
+    rec.row(features_name, seconds, "s",
+            f"one UNet pass at sigma {extract.sigma} in {str(extract.dtype).replace('torch.', '')}, "
+            f"{DEFAULT_BLOCK} -> {tuple(feats.shape[1:])} per frame; median of {spec['repeat']}")
+    peak = _peak_gpu_mib(device)
+    rec.row("features: peak GPU memory", peak, "MiB", "torch max_memory_allocated" if peak is not None else NO_GPU)
 
 
 PARTS: dict[str, Callable[[dict, Recorder], None]] = {

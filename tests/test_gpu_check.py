@@ -98,7 +98,9 @@ def test_the_smoke_figures_are_real_measurements(smoke):
     assert value("annotate", "tracks") > 0 and value("annotate", "peak host memory (RSS)") > 100
     assert value("svd", "training step 1 x 8 x 64x96") > 0
     assert value("svd", "trainable parameters") < value("svd", "UNet parameters")
-    assert value("svd", "mixed precision") == "no"  # TrainConfig's default on main
+    assert value("svd", "mixed precision") == "no" and value("svd", "gradient checkpointing") == "off"  # CPU defaults
+    assert value("svd", "zero-shot tracking features, 8-frame clip") > 0
+    assert "up_blocks.2.upsamplers.0" in rows[("svd", "zero-shot tracking features, 8-frame clip")]["note"]
 
 
 def test_a_part_past_its_limit_is_killed_and_reported(tmp_path):
