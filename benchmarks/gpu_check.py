@@ -13,8 +13,8 @@ cannot starve the others; the rows it finished are still reported, the rest say 
             (random weights: this measures numerical stability, not accuracy).
   annotate  the `trackprep annotate` pipeline on a DAVIS-2016 clip (blackswan, 24 frames) with
             RAFT on the GPU: seconds per stage, the flow share, peak GPU and host memory.
-  svd       SVD-xt's UNet, VAE and CLIP image encoder at their real sizes (random weights,
-            benchmarks/svd_xt_architecture.json): one Track4Gen training step at
+  svd       SVD-xt's UNet, VAE and CLIP image encoder at their real sizes (random weights;
+            bench_train.SVD_XT_UNET_CONFIG, svd_xt_architecture.json): one Track4Gen training step at
             1 x 24 x 320x576 with the trainer's default recipe (s/step, peak GPU memory), and
             zero-shot tracking feature extraction of a 24-frame clip where the build has it.
 Nothing is installed or downloaded. Exit code 0 when every part finished, 1 otherwise.

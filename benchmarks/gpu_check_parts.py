@@ -264,10 +264,13 @@ def svd_xt_components(device):
 
     from track4gen.model import SVDComponents
 
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_train import SVD_XT_UNET_CONFIG
+
     arch = json.loads(ARCHITECTURE.read_text())
     torch.manual_seed(0)
     with device:
-        unet = UNetSpatioTemporalConditionModel(**arch["unet"])
+        unet = UNetSpatioTemporalConditionModel(**SVD_XT_UNET_CONFIG)
         vae = AutoencoderKLTemporalDecoder(**arch["vae"])
         image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**arch["image_encoder"]))
     return SVDComponents(unet=unet, vae=vae, image_encoder=image_encoder,
