@@ -186,7 +186,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
         for name in wanted:
             left = total - (time.perf_counter() - t0)
-            needs_davis = name in ("raft", "annotate") and not (args.data / "JPEGImages" / "480p").is_dir()
+            needs_davis = name == "annotate" and not (args.data / "JPEGImages" / "480p").is_dir()
             if needs_davis or left < 5:
                 why = f"DAVIS-2016 not found at {args.data}" if needs_davis else "no time left in the total limit"
                 report["parts"][name] = {"status": "skipped", "seconds": 0.0, "limit_s": 0.0, "error": why,
