@@ -45,7 +45,7 @@ class Recorder:
 
     def row(self, name: str, value: Any, unit: str = "", note: str = "") -> None:
         if isinstance(value, float):
-            value = round(value, 6)
+            value = float(f"{value:.6g}")  # six significant digits: enough, and small differences survive
         self._write({"row": {"part": self.part, "name": name, "value": value, "unit": unit, "note": note}})
 
 
