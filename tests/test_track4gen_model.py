@@ -249,3 +249,13 @@ def test_head_refuses_a_wrong_channel_count(pipe):
 
     with pytest.raises(ValueError, match="64"):
         attach_head(pipe.unet, TrackingHead(32))
+
+
+def test_a_head_saved_before_the_init_flag_loads_as_initialised():
+    old = TrackingHead(16).state_dict()
+    del old["initialized"]  # checkpoints written before the data-dependent init existed
+    head = TrackingHead(16)
+    head.load_state_dict(old, strict=True)
+    assert bool(head.initialized)  # trained weights are never overwritten by a re-initialisation
+    fresh = TrackingHead(16)
+    assert not bool(fresh.initialized)

@@ -159,6 +159,10 @@ def test_bad_options_are_reported(work, store, tiny_model):
     result = runner.invoke(app, ["train", "--store", str(work / "nowhere.zarr"), "--pretrained", str(tiny_model),
                                  "--out", str(work / "bad")])
     assert result.exit_code == 2 and "error: --store" in result.output and "nowhere.zarr" in result.output
+    result = runner.invoke(app, ["train", "--store", str(store), "--pretrained", str(tiny_model), "--variant", "fp16",
+                                 "--no-gradient-checkpointing", "--out", str(work / "bad")])
+    assert result.exit_code == 2 and "variant: expected one of ('track4gen', 'no-refiner', 'finetune'), got 'fp16'" \
+        in result.output  # the old weight-variant meaning of --variant is --weights-variant now
 
 
 def test_overfitting_one_segment_halves_the_correspondence_loss(work, tiny_model):
@@ -217,6 +221,10 @@ def test_export_load_sample_gives_the_frames_of_the_training_checkpoint(work, tw
     from_model = generate(pipe, picture, **kw)
     assert from_model.shape == (4, HEIGHT, WIDTH, 3)
     assert np.abs(from_model - from_run).max() < 1e-5
+    # Model CPU offload (accelerate's hooks move the UNet, head included, per forward) keeps it.
+    offloaded = track4gen.load_pipeline(exported)
+    offloaded.enable_model_cpu_offload(device="cpu")
+    assert np.abs(generate(offloaded, picture, **kw) - from_run).max() < 1e-5
     # save_pretrained of the loaded pipeline keeps the head, for our loader and diffusers' own.
     pipe.save_pretrained(work / "resaved")
     again = track4gen.load_pipeline(work / "resaved")
@@ -310,6 +318,12 @@ def test_ema_is_saved_and_exported(work, store, tiny_model):
     exported = load_file(str(out / "model" / "unet" / "diffusion_pytorch_model.safetensors"))
     assert torch.equal(exported["tracking_head.zero_conv.weight"], ema["head.zero_conv.weight"])
     assert json.loads((out / "model" / MODEL_CARD).read_text())["ema"] is True
+    # Resuming carries the EMA on exactly as an uninterrupted run does.
+    train(config(store, tiny_model, out, use_ema=True, ema_decay=0.5, max_steps=3, checkpoint_every=3, resume="latest"))
+    train(config(store, tiny_model, work / "ema-straight", use_ema=True, ema_decay=0.5, max_steps=3, checkpoint_every=3))
+    resumed = load_file(str(ckpt.checkpoint_dir(out, 3) / EMA_WEIGHTS))
+    straight = load_file(str(ckpt.checkpoint_dir(work / "ema-straight", 3) / EMA_WEIGHTS))
+    assert resumed.keys() == straight.keys() and all(torch.equal(resumed[k], straight[k]) for k in resumed)
 
 
 def test_default_pretrained_offline_stops_in_one_line_before_reading_data(work, store, tmp_path):

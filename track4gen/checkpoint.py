@@ -199,7 +199,7 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
     if model.head is not None:
         model.head.load_state_dict(head, strict=True)
     elif head:
-        raise KeyError("checkpoint has tracking-head tensors but this model has no head (another --variant?)")
+        raise ValueError("checkpoint has tracking-head tensors but this model has no head (another --variant?)")
     for key, value in state.items():
         if key.startswith("unet."):
             name = key[len("unet."):]

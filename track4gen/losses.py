@@ -1,7 +1,8 @@
 """The two Track4Gen losses (Sec. 3.3): SVD's EDM diffusion loss and the correspondence loss (Eq. 2-4).
 
 Pure tensor code: no model, no I/O. Point coordinates are (x, y) with pixel centres at
-integers, in image pixels for inputs and in feature-map cells for the loss itself.
+integers: image pixels for inputs, feature-map cells for the cost volume and soft-argmax, and
+[-1, 1] over the frame for the Huber loss itself (DINO-Tracker's scale, see below).
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ HUBER_DELTA = 1.0 / 32.0
 PAPER_RADIUS_PX = 35.0
 SOFT_ARGMAX_CHOICES = ("cosine", "softmax")
 # Only for weighting="softmax" (an option, not the paper's Eq. 3): cosine similarities lie in
-# [-1, 1], and a softmax over them is nearly flat, so it is sharpened by 1/temperature
-# (DINO-Tracker's contrastive temperature, cl_temp: 0.1 in config/train.yaml).
+# [-1, 1], and a softmax over them is nearly flat, so it is sharpened by 1/temperature. Our
+# choice; the paper gives none (0.1 is also DINO-Tracker's cl_temp for cosine logits).
 SOFTMAX_TEMPERATURE = 0.1
 
 

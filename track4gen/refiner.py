@@ -119,6 +119,12 @@ class TrackingHead(nn.Module):
             self.zero_conv = None
         self.features: torch.Tensor | None = None
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Heads saved before the `initialized` flag existed had been trained: never re-initialise them.
+        if self.refiner is not None and prefix + "initialized" not in state_dict:
+            state_dict[prefix + "initialized"] = torch.tensor(True)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def config_dict(self) -> dict[str, Any]:
         return {"channels": self.channels, "num_layers": self.num_layers, "refine": self.refine,
                 "hook": HOOK_POINT}
