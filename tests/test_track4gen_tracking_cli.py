@@ -101,8 +101,25 @@ def test_track_command_writes_tracks_and_a_picture(work):
     assert image.shape[0] > SIZE[0] and image.shape[1] > SIZE[1]  # a grid of frames
 
 
+def test_videos_are_read_from_frame_folders_and_files(work, tmp_path):
+    from track4gen.tracking.files import read_video
+    from trackprep.viz import write_gif
+
+    frames = read_video(work / "video")
+    assert frames.shape == (12, *SIZE, 3) and frames.dtype == np.uint8
+    write_gif(frames, tmp_path / "clip.gif", fps=8)
+    again = read_video(tmp_path / "clip.gif")
+    assert again.shape == frames.shape
+    assert np.abs(again.astype(int) - frames).mean() < 12  # GIF's 256-colour palette
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    with pytest.raises(ValueError, match="broken.mp4: cannot decode"):
+        read_video(tmp_path / "broken.mp4")
+
+
 @pytest.mark.parametrize("change, message", [
     ({"--model": "nowhere/at/all"}, "--model nowhere/at/all: expected a Stable Video Diffusion"),
+    ({"--model": "video"}, "video: expected a Stable Video Diffusion or exported Track4Gen folder"),
+    ({"--video": "queries.txt"}, "queries.txt: expected a folder of frames or a video file"),
     ({"--queries": "bad.txt"}, "bad.txt: expected [Q, 3] rows (t, x, y)"),
     ({"--queries": "late.txt"}, "row 0 is [12.0, 1.0, 1.0]; expected t an integer in [0, 11]"),
     ({"--block": "mid_blocks"}, "--block 'mid_blocks': not a feature block of this UNet; valid:"),
@@ -115,7 +132,7 @@ def test_track_command_errors_are_one_line(work, change, message):
     args = {"--model": str(work / "tiny-svd"), "--video": str(work / "video"), "--queries": str(work / "queries.txt"),
             "--out": str(work / "x.npz"), "--size": "64x96", "--segment-length": "8"}
     for key, value in change.items():
-        args[key] = str(work / value) if key == "--queries" else value
+        args[key] = str(work / value) if key in ("--queries", "--video") or value == "video" else value
     result = runner.invoke(app, ["track", *[v for kv in args.items() for v in kv]])
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
@@ -167,3 +184,20 @@ def test_table_layout():
     rows = [TrackingRow(model="svd", features=f"{DEFAULT_BLOCK} (raw)", report=EvalReport(mode="first", videos=[], mean=mean))]
     text = format_tracking_table(rows, protocol="24", mode="first")
     assert text.splitlines()[-1] == f"| svd | {DEFAULT_BLOCK} (raw) | 42.4 | 80.0 | 30.0 | – | 50.0 |"
+
+
+def test_eval_tracking_reads_a_tapvid_pickle_with_its_frames(work):
+    import pickle
+
+    gt = synthetic_groundtruth(make_scene(seed=4, num_frames=FRAMES, height=48, width=80, num_objects=1),
+                               name="bear", points=30, seed=0)
+    h, w = gt.size
+    entry = {"video": gt.frames, "points": (gt.tracks + 0.5) / np.array([w, h], np.float32), "occluded": gt.occluded}
+    path = work / "tapvid_small.pkl"
+    path.write_bytes(pickle.dumps({"bear": entry}))
+    result = runner.invoke(app, ["eval-tracking", "--model", str(work / "tiny-svd"), "--gt", str(path), "--frames", "all",
+                                 "--size", "64x96", "--segment-length", "8", "--mode", "strided"])
+    assert result.exit_code == 0, result.output
+    row = result.output.strip().splitlines()[-1]
+    assert row.startswith(f"| {work / 'tiny-svd'} | {DEFAULT_BLOCK} (raw) |")
+    assert row.split("|")[6].strip() == "–"  # a TAP-Vid pickle has no masks: no segmentation PCK

@@ -210,19 +210,25 @@ def evaluate_tracking(
     videos = load_videos(gt, format=format)
     for v in videos:
         _protocol_view(v, protocol, segment_length=segment_length)
-    rows = []
-    for spec in models:
+    rows, folders = [], []
+    for i, spec in enumerate(models):
         model = load_feature_model(spec)
+        folder = _file_name(Path(spec).name or spec)
+        folder = folder if folder not in folders else f"{folder}-{i + 1}"  # two runs' "model" folders
+        folders.append(folder)
         for block in blocks or [DEFAULT_BLOCK]:
             extract = DiffusionFeatures(model, block=block, sigma=DEFAULT_SIGMA if sigma is None else sigma,
                                         seed=seed, device=device)
             where = None
             if pictures is not None:
-                where = Path(pictures) / _file_name(Path(spec).name or spec) / _file_name(canonical_block(block))
+                where = Path(pictures) / folder / _file_name(canonical_block(block))
             report = score_tracker(videos, extract=extract, mode=mode, protocol=protocol, size=size,
                                    segment_length=segment_length, device=extract.device, pictures=where,
                                    soft_argmax=_soft_argmax(model, weighting))
             rows.append(TrackingRow(model=spec, features=extract.label, report=report))
+        del model, extract  # one model in memory at a time
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
     return rows
 
 

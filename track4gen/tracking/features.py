@@ -26,10 +26,11 @@ from track4gen.losses import edm_scalings
 from trackprep.core.segments import SEGMENT_LENGTH, segment_starts
 
 DEFAULT_BLOCK = "up_blocks.2.upsamplers.0"  # Track4Gen's hook point (Sec. 3.2, Fig. 3)
-# Noise level of the single UNet pass, EDM sigma (latent units). Chosen by the sweep in
-# benchmarks/sweep_sigma.py on the tiny model trained in miniature (README, "Zero-shot tracking");
-# DIFT's t = 261 of SD's 1000-step schedule would be sigma 0.72. To be re-swept on SVD-xt.
-DEFAULT_SIGMA = 0.1
+# Noise level of the single UNet pass, EDM sigma (latent units). benchmarks/sweep_sigma.py on the
+# tiny model trained in miniature: the trained features are flat over 0.02-1.5, raw features do
+# best at 0.02-0.1; 0.05 sits inside that plateau (README, "Zero-shot tracking"). DIFT's t = 261
+# of SD's 1000-step schedule would be sigma 0.72. Still to be swept on SVD-xt with real video.
+DEFAULT_SIGMA = 0.05
 # The sampler's conditioning-frame noise (diffusers StableVideoDiffusionPipeline default).
 NOISE_AUG_STRENGTH = 0.02
 _BLOCK = re.compile(r"^(down_blocks\.\d+|up_blocks\.\d+|mid_block)(\.(resnets|attentions|upsamplers|downsamplers)\.\d+)?$")
@@ -135,8 +136,10 @@ class DiffusionFeatures:
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         for part in (model.unet, model.vae, model.image_encoder):  # the UNet owns the head
             part.to(self.device).eval()  # eval: the head's BatchNorm uses its running statistics
-            if next(part.parameters()).dtype != self.dtype:
-                part.to(self.dtype)
+            # The VAE stays in float32 (as the trainer keeps it): fp16 VAE encodes can overflow.
+            want = torch.float32 if part is model.vae else self.dtype
+            if next(part.parameters()).dtype != want:
+                part.to(want)
 
     @property
     def label(self) -> str:
@@ -145,12 +148,12 @@ class DiffusionFeatures:
     @torch.inference_mode()
     def __call__(self, frames: np.ndarray) -> torch.Tensor:
         m, dev = self.model, self.device
-        x = model_frames(torch.from_numpy(np.ascontiguousarray(frames)).to(dev))[None].to(self.dtype)  # [1, L, 3, H, W]
+        x = model_frames(torch.from_numpy(np.ascontiguousarray(frames)).to(dev))[None]  # float32 [1, L, 3, H, W]
         gen = torch.Generator().manual_seed(self.seed)
         latents = cond.encode_video(m.vae, x, generator=gen).float()
         first = x[:, 0]
         aug = torch.full((1,), NOISE_AUG_STRENGTH)
-        cond_latents = cond.encode_condition(m.vae, first + NOISE_AUG_STRENGTH * torch.randn(first.shape, generator=gen).to(dev, first.dtype))
+        cond_latents = cond.encode_condition(m.vae, first + NOISE_AUG_STRENGTH * torch.randn(first.shape, generator=gen).to(dev))
         fe = m.feature_extractor
         embeddings = cond.clip_image_embeddings(m.image_encoder, first, mean=fe.image_mean, std=fe.image_std)
         time_ids = cond.added_time_ids(fps=self.fps, motion_bucket_id=self.motion_bucket_id, noise_aug_strength=aug).to(dev)
