@@ -41,7 +41,7 @@ DAVIS = REPO.parent / "shared" / "data" / "davis2016"
 # 10 minutes per command; 8 minutes leaves room for its start and the copy back.
 GPU_LIMITS = {"machine": 30, "raft": 150, "annotate": 110, "svd": 170}
 GPU_TOTAL = 480
-SMOKE_LIMITS = {"machine": 15, "raft": 25, "annotate": 30, "svd": 45}
+SMOKE_LIMITS = {"machine": 10, "raft": 30, "annotate": 30, "svd": 45}
 SMOKE_TOTAL = 115
 
 
