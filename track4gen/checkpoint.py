@@ -140,7 +140,11 @@ def verify_checkpoint(ckpt: str | os.PathLike) -> dict[str, Any]:
         expected, size = manifest[name], path.stat().st_size
         if size != expected["bytes"]:
             raise CheckpointError(f"{path}: {size} bytes, expected {expected['bytes']} (truncated or replaced)")
-        if _sha256(path) != expected["sha256"]:
+        try:
+            digest = _sha256(path)
+        except OSError as exc:  # e.g. an I/O error on a failing disk
+            raise CheckpointError(f"{path}: unreadable ({exc.strerror or exc})") from None
+        if digest != expected["sha256"]:
             raise CheckpointError(f"{path}: checksum differs from {MANIFEST} (the file is damaged)")
     if manifest is None:
         logger.info("%s has no %s (older format): checked that its files parse", ckpt, MANIFEST)
