@@ -336,12 +336,12 @@ def _train(cfg: TrainConfig) -> TrainResult:
     # 5. Resume: weights, optimiser, schedule, RNG streams and the position in the data.
     step, epoch, batches_done = 0, 0, 0
     if cfg.resume:
-        where = ckpt.resolve_checkpoint(out, cfg.resume)
+        where = ckpt.resolve_checkpoint(out, cfg.resume)  # verified; "latest" skips damaged ones (logged)
         state = ckpt.read_state(where)
         ckpt.load_trainable_state(unwrapped, ckpt.load_weights(where))
         optimizer.load_state_dict(ckpt.load_optimizer_state(where / ckpt.OPTIMIZER))
         scheduler.load_state_dict(state["scheduler"])
-        rng_file = where / f"rng-{rank}.safetensors"
+        rng_file = where / ckpt.rng_name(rank)
         if rng_file.is_file():
             ckpt.restore_rng(rng_file, generator)
         step, epoch, batches_done = state["step"], state["epoch"], state["batches_done"]
