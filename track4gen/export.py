@@ -46,10 +46,10 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     p = Path(path)
     if (p / ckpt.STATE).is_file():
         return p
-    found = ckpt.list_checkpoints(p)
-    if not found:
+    if not ckpt.list_checkpoints(p):
         raise FileNotFoundError(f"{p}: neither a checkpoint folder (with {ckpt.STATE}) nor a run folder with checkpoints")
-    return found[-1]
+    # The newest checkpoint that verifies, as `--resume latest` picks it (damaged ones are logged and skipped).
+    return ckpt.latest_checkpoint(p)
 
 
 def is_model_folder(path: str | os.PathLike) -> bool:
