@@ -209,3 +209,15 @@ def annotation_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
             value = value[part]
         out[".".join(path)] = value
     return out
+
+
+def config_differences(stored: Any, now: Any, *, prefix: str = "") -> list[str]:
+    """"setting: stored X, now Y" for each setting that differs between two configurations,
+    nested dicts compared key by key (settings named by dotted paths), so a refusal names
+    what changed instead of printing both configurations whole."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(stored) | set(now), key=str):
+            out += config_differences(stored.get(key), now.get(key), prefix=f"{prefix}{key}.")
+        return out
+    return [] if stored == now else [f"{prefix.rstrip('.') or 'config'}: stored {stored!r}, now {now!r}"]

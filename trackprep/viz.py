@@ -45,6 +45,9 @@ def load_video(store: str | os.PathLike, video: str, *, max_tracks: int = DEFAUL
     """
     root = astore.open_store(store, mode="r")
     v = astore.read_video(root, video)
+    damaged = astore.damaged_videos(root, checksums=True, keys=[v.key])  # a missing chunk would draw on black
+    if damaged:
+        raise VizError(damaged[v.key])
     visible = np.asarray(v.visible[:], bool)
     h, w = v.frames.shape[1:3]
     # Tracks are chunked by rows: read them a chunk of rows at a time and keep only each
@@ -65,7 +68,7 @@ def load_video(store: str | os.PathLike, video: str, *, max_tracks: int = DEFAUL
 def load_segment(store: str | os.PathLike, index: int, *, max_tracks: int = DEFAULT_MAX_TRACKS) -> VizInput:
     """One segment of a segment store (complete or not yet), with about `max_tracks` of its tracks."""
     reader = sstore.SegmentReader(store, require_complete=False)
-    seg = reader.read(index)
+    seg = reader.read(index, verify=True)  # a missing frames file would draw on black
     n = seg["num_tracks"]
     tracks, visible = seg["tracks"][:n], seg["visible"][:n]
     rows = draw.spread_tracks(draw.first_visible_points(tracks, visible), visible.sum(axis=1), n=max_tracks,

@@ -83,6 +83,8 @@ def store_info_lines(path: Path) -> list[str]:
         lines.append(f"  {key}: INCOMPLETE (interrupted; rerun annotate to redo it)")
     for key, err in s["failures"].items():
         lines.append(f"  {key}: FAILED {err}")
+    for key, problem in s["damaged"].items():
+        lines.append(f"  {key}: DAMAGED {problem} (rerun annotate to redo it)")
     lines.append("config: " + json.dumps(s["config"], sort_keys=True))
     return lines
 
@@ -159,11 +161,15 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
 
     @app.command("validate")
-    def validate_cli(store: Path = typer.Argument(..., help="A trackprep store.")) -> None:
-        """Check every contract rule of a store; exit 1 on any violation."""
+    def validate_cli(
+        store: Path = typer.Argument(..., help="A trackprep store."),
+        quick: bool = typer.Option(False, "--quick", help="Only check that every file is there and unchanged "
+                                   "(recorded CRC-32), without decoding the data or the contract rules."),
+    ) -> None:
+        """Check every contract rule of a store, reading every chunk; exit 1 on any violation."""
         from trackprep.io.validate import validate_store
 
-        problems = validate_store(store)
+        problems = validate_store(store, quick=quick)
         for p in problems:
             typer.echo(p)
         if problems:

@@ -22,6 +22,8 @@ def segment_info_lines(summary: dict) -> list[str]:
     s = summary
     n = s["tracks_per_segment"]
     status = "complete" if s["complete"] else f"INCOMPLETE: {s['segments_written']} of {s['segments']} written"
+    if s["damaged"]:
+        status = f"DAMAGED ({len(s['damaged'])} file(s) missing: `trackprep validate` lists them; shard --overwrite rebuilds)"
     lines = [
         f"{s['store']}: {s['format']} v{s['format_version']} (trackprep {s['package_version']}), {status}",
         f"segments: {s['segments']} of {s['length']} frames at {s['height']}x{s['width']}, from {len(s['videos'])} videos",
@@ -35,6 +37,7 @@ def segment_info_lines(summary: dict) -> list[str]:
         lines.append(f"  {video}: {count} segments")
     for video, frames in (s["config"] or {}).get("skipped_videos", []):
         lines.append(f"  {video}: skipped ({frames} frames < {s['length']})")
+    lines += [f"  DAMAGED {problem}" for problem in s["damaged"]]
     lines.append("config: " + json.dumps(s["config"], sort_keys=True))
     return lines
 

@@ -27,7 +27,7 @@ from zarr.errors import ContainsArrayError, ContainsGroupError
 
 import trackprep
 from trackprep.core.types import Clip, TrackSet
-from trackprep.io import schema
+from trackprep.io import integrity, schema
 
 ATTR_CONFIG_HASH = "config_hash"
 ATTR_FINGERPRINT = "config_fingerprint"  # the result-affecting settings hashed into config_hash
@@ -112,15 +112,14 @@ def create_store(
             return zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=attrs)
         except (FileExistsError, ContainsGroupError, ContainsArrayError):
             pass  # another run created it a moment ago: resume it like any existing store
-    root = open_store(path, mode="r+")
+    root = open_store(path, mode="r+", check_metadata=True)
     found = root.attrs.get(ATTR_CONFIG_HASH)
     if found != digest:
+        from trackprep.config import config_differences
+
         stored = root.attrs.get(ATTR_FINGERPRINT)
         if isinstance(stored, dict):
-            diff = "; ".join(
-                f"{k}: stored {stored.get(k)!r}, now {fingerprint.get(k)!r}"
-                for k in sorted(set(stored) | set(fingerprint)) if stored.get(k) != fingerprint.get(k)
-            )
+            diff = "; ".join(config_differences(stored, fingerprint))
         else:
             diff = f"stored config {json.dumps(root.attrs.get(schema.ATTR_CONFIG), sort_keys=True)}"
         raise StoreError(
@@ -131,14 +130,22 @@ def create_store(
 
 
 
-def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
-    """Open an existing annotation store; a clear StoreError naming the path otherwise."""
+def open_store(path: str | Path, *, mode: str = "r", check_metadata: bool = False) -> zarr.Group:
+    """Open an existing annotation store; a clear StoreError naming the path otherwise.
+
+    Every zarr.json of the store is checked when reading (mode "r") or with `check_metadata`;
+    a writer reopening the store for each video (mode "r+") skips that walk."""
     path = Path(path)
     if mode not in ("r", "r+"):
         raise ValueError(f"open_store mode: expected 'r' or 'r+', got {mode!r}")
     if not (path / "zarr.json").is_file():
         what = "does not exist" if not path.exists() else "has no zarr.json (not a Zarr v3 group)"
         raise StoreError(f"{path}: annotation store {what}")
+    if mode == "r" or check_metadata:
+        try:  # zarr fails deep inside (UnicodeDecodeError) on a garbage zarr.json of any node
+            integrity.check_metadata(path, what="annotation store")
+        except integrity.MetadataError as exc:
+            raise StoreError(str(exc)) from None
     try:
         root = zarr.open_group(str(path), mode=mode, zarr_format=3)
     except Exception as exc:  # corrupt metadata, wrong node type
@@ -226,8 +233,10 @@ def write_video(
     current = zarr.open_group(root.store, path=f"{root.path}/{key}".strip("/"), mode="r").attrs.get(ATTR_WRITER)
     if current != token:
         raise StoreError(f"{key}: another task took over this video while it was being written; leaving it to that task")
-    # Last, in one metadata write: only now is every array on disk.
-    group.attrs.update({**json.loads(json.dumps(info, default=str)), schema.ATTR_STATUS: schema.STATUS_COMPLETE})
+    # Last, in one metadata write: only now is every array on disk. The chunk record lets
+    # readers tell a deleted or damaged chunk file from data (trackprep.io.integrity).
+    group.attrs.update({**json.loads(json.dumps(info, default=str)), integrity.CHUNKS_ATTR: integrity.record_chunks(group),
+                        schema.ATTR_STATUS: schema.STATUS_COMPLETE})
 
 
 def record_failure(root: zarr.Group, key: str, error: str) -> None:
@@ -264,6 +273,18 @@ def video_keys(root: zarr.Group) -> list[str]:
 def complete_videos(root: zarr.Group) -> list[str]:
     """Keys of the videos whose every array is written, sorted."""
     return [k for k, g in _video_groups(root) if g.attrs.get(schema.ATTR_STATUS) == schema.STATUS_COMPLETE]
+
+
+def damaged_videos(root: zarr.Group, *, checksums: bool = False, keys: list[str] | None = None) -> dict[str, str]:
+    """key -> what is wrong, for each complete video (of `keys`, default all) whose recorded chunk
+    files are missing or, with `checksums`, changed (trackprep.io.integrity)."""
+    loc = store_location(root)
+    out = {}
+    for key in complete_videos(root) if keys is None else keys:
+        problems = integrity.video_problems(root[key], where=f"{loc}/{key}", checksums=checksums)
+        if problems:
+            out[key] = problems[0]
+    return out
 
 
 def failed_videos(root: zarr.Group) -> dict[str, str]:
@@ -344,5 +365,6 @@ def store_summary(root: zarr.Group) -> dict[str, Any]:
         "foreground_share": fg / tracks if tracks else 0.0,
         "per_video": per_video,
         "failures": failed,
+        "damaged": damaged_videos(root, keys=complete),
         "config": root.attrs.get(schema.ATTR_CONFIG),
     }

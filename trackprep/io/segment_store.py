@@ -13,12 +13,22 @@ another writer touches: that is the unit of parallel work and of resume.
 
 Padding: track rows >= num_tracks[s] are padding: NaN tracks, visible False,
 label 255. NaN marks "undefined" everywhere, as in the annotation store.
+
+Creation is atomic: the whole empty store, index included, is built under a hidden name
+beside `out` (``.S.zarr.partial``) and renamed into place, so a store at `out` is always a
+whole one, and a creation killed half-way leaves only the hidden folder, which the next run
+removes. `--overwrite` moves the old store aside (``.S.zarr.old-*``) before the rename and
+deletes it after. Integrity: each shard's writer records the CRC-32 of the files it wrote
+in ``chunk_crc32`` (one row per shard, its own chunk), so a missing or altered shard file is
+found (`shard_problems`) instead of reading as fill values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,11 +41,14 @@ from zarr.core.sync import sync as zarr_sync
 
 from trackprep import __version__
 from trackprep.core.types import VOID
-from trackprep.io import schema
+from trackprep.io import integrity, schema
+from trackprep.io.faults import fault_point
 
 DEFAULT_SEGMENTS_PER_SHARD = 8
 TRACKS_DTYPES = ("float32", "float16")
 DONE = "done"  # bool [S]: True once segment s is fully written (resume marker)
+CRC = "chunk_crc32"  # int64 [shards, files]: CRC-32 of each file of a shard once written
+_NO_RECORD, _NOT_WRITTEN = -1, -2  # no CRC recorded yet; zarr wrote no file (all fill values)
 
 # Per-segment arrays, in the order they are written and read.
 _PER_SEGMENT = (
@@ -43,6 +56,7 @@ _PER_SEGMENT = (
     schema.SEG_TRACK_IDS,
 )
 _INDEX = (schema.SEG_NUM_TRACKS, schema.SEG_VIDEO, schema.SEG_START)
+_CHECKED = _PER_SEGMENT + _INDEX  # the arrays whose files chunk_crc32 records, in its column order
 
 # Frames and tracks are dense, high-entropy data: on DAVIS frames at 24x320x576, LZ4
 # decoded a segment about twice as fast as zstd-1 for ~8% more bytes (natural frames
@@ -65,10 +79,30 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> int:
     return int(value)
 
 
+def _aside(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}")
+
+
+def _is_own(path: Path) -> bool:
+    """A segment store, judged by its format attribute or (its root zarr.json damaged) its own
+    `segments/done` array, which no other kind of store has."""
+    return schema.store_format(path) == schema.SEGMENT_FORMAT or (path / schema.SEGMENTS_GROUP / DONE / "zarr.json").is_file()
+
+
+def remove_leftovers(path: str | os.PathLike) -> None:
+    """Delete what an interrupted creation or --overwrite of the store at `path` left beside it."""
+    path = Path(path)
+    for left in [_aside(path, "partial"), *path.parent.glob(f".{path.name}.old-*")]:
+        if left.is_dir():
+            shutil.rmtree(left)
+
+
 def create_segment_store(
     path: str | os.PathLike,
     *,
-    num_segments: int,
+    num_segments: int | None = None,
+    videos: Sequence[str] | None = None,
+    starts: Sequence[int] | None = None,
     length: int,
     height: int,
     width: int,
@@ -78,11 +112,21 @@ def create_segment_store(
     tracks_dtype: str = "float32",
     segments_per_shard: int = DEFAULT_SEGMENTS_PER_SHARD,
 ) -> zarr.Group:
-    """Create an empty segment store for `num_segments` segments and return its root group.
+    """Create an empty segment store and return its root group: `num_segments` segments, or one
+    per (video, start) of `videos` / `starts`, whose index is then written with it.
 
     `config` is the full resolved configuration that produces the store (recorded in the
-    root attributes). Raises FileExistsError if `path` exists and `overwrite` is False.
+    root attributes). Raises FileExistsError if `path` exists and `overwrite` is False, or if
+    it exists and is not a segment store (never deleted). Built aside and renamed into place.
     """
+    if videos is not None or starts is not None:
+        if videos is None or starts is None or len(videos) != len(starts):
+            raise ValueError(f"videos and starts: expected two sequences of equal length, got {videos!r}, {starts!r}")
+        if num_segments is not None and num_segments != len(videos):
+            raise ValueError(f"num_segments {num_segments} but {len(videos)} videos/starts; expected equal")
+        num_segments = len(videos)
+    if num_segments is None:
+        raise ValueError("num_segments: expected the number of segments (or videos and starts)")
     s = _check_positive("num_segments", num_segments, allow_zero=True)
     L = _check_positive("length", length)
     h = _check_positive("height", height)
@@ -95,18 +139,19 @@ def create_segment_store(
     if path.exists():
         if not overwrite:
             raise FileExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
-        if path.is_file() or (any(path.iterdir()) and schema.store_format(path) != schema.SEGMENT_FORMAT):
+        if not path.is_dir() or (any(path.iterdir()) and not _is_own(path)):
             # Never delete something we did not make (e.g. the annotation store given as --out by mistake).
             raise FileExistsError(f"{path}: exists and is not a segment store; refusing to overwrite it")
-
-    root = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=3)
-    root.attrs.update({
+    remove_leftovers(path)
+    partial = _aside(path, "partial")
+    root = zarr.open_group(str(partial), mode="w-", zarr_format=3, attributes={
         schema.ATTR_FORMAT: schema.SEGMENT_FORMAT,
         schema.ATTR_FORMAT_VERSION: schema.FORMAT_VERSION,
         schema.ATTR_PACKAGE_VERSION: __version__,
         schema.ATTR_CONFIG: dict(config),
         "segments_per_shard": spp,
     })
+    fault_point("shard:root-written")
     g = root.create_group(schema.SEGMENTS_GROUP)
     inner = {"frames": (L, h, w, 3), "masks": (L, h, w), "has_mask": (L,), "tracks": (n, L, 2),
              "visible": (n, L), "labels": (n,), "track_ids": (n,)}
@@ -128,8 +173,23 @@ def create_segment_store(
         )
     g.create_array(DONE, shape=(s,), dtype="bool", chunks=(shard_rows,), fill_value=False,
                    attributes={"meaning": "True once the segment is fully written"})
-    return root
-
+    g.create_array(CRC, shape=(-(-s // shard_rows), len(_CHECKED)), dtype="int64", chunks=(1, len(_CHECKED)),
+                   fill_value=_NO_RECORD, attributes={"meaning": "CRC-32 of each shard's file of "
+                                                      + ", ".join(spec.name for spec in _CHECKED)})
+    fault_point("shard:arrays-created")
+    if videos is not None and starts is not None:
+        write_index(root, videos=videos, starts=starts)
+        fault_point("shard:index-written")
+    if path.exists():
+        old = _aside(path, f"old-{uuid.uuid4().hex[:8]}")
+        path.rename(old)
+        fault_point("shard:old-store-moved-aside")
+        partial.rename(path)
+        shutil.rmtree(old)
+    else:
+        partial.rename(path)
+    fault_point("shard:store-created")
+    return zarr.open_group(str(path), mode="r+", zarr_format=3)
 
 
 def open_segment_store(path: str | os.PathLike | StoreLike, *, mode: str = "r") -> zarr.Group:
@@ -139,6 +199,10 @@ def open_segment_store(path: str | os.PathLike | StoreLike, *, mode: str = "r") 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such segment store (make one with `trackprep shard --out {path}`)")
+        try:  # zarr fails deep inside (UnicodeDecodeError) on a garbage zarr.json
+            integrity.check_metadata(path, what="segment store")
+        except integrity.MetadataError as exc:
+            raise SegmentStoreError(str(exc)) from None
         target: Any = str(path)
     else:
         target = path
@@ -231,7 +295,59 @@ def write_segments(root: zarr.Group | str | os.PathLike, first: int, segments: S
     g[schema.SEG_NUM_TRACKS.name][sel] = num_tracks
     g[schema.SEG_VIDEO.name][sel] = videos
     g[schema.SEG_START.name][sel] = starts
+    fault_point("shard:segments-written")
+    _record_crcs(g, range(first // _shard_rows(g), (first + k - 1) // _shard_rows(g) + 1))
     g[DONE][sel] = True  # last: a crash before this line leaves the segments to be redone
+
+
+def _shard_rows(g: zarr.Group) -> int:
+    return int(g[DONE].chunks[0])
+
+
+def _shard_files(g: zarr.Group, shard: int) -> list[tuple[str, Path | None]]:
+    """(array name, file) of each file holding segments of `shard`, in CRC column order."""
+    out = []
+    for spec in _CHECKED:
+        arr = g[spec.name]
+        folder = integrity.local_path(arr)
+        key = integrity.chunk_key(arr, (shard,) + (0,) * (arr.ndim - 1))
+        out.append((spec.name, None if folder is None else folder / key))
+    return out
+
+
+def _record_crcs(g: zarr.Group, shards: range) -> None:
+    if CRC not in g:  # a store made before checksums were recorded
+        return
+    for k in shards:
+        g[CRC][k] = [integrity.file_crc32(f) if f is not None and f.is_file() else _NOT_WRITTEN
+                     for _, f in _shard_files(g, k)]
+
+
+def shard_problems(root: zarr.Group, *, checksums: bool = True) -> list[str]:
+    """Files of written segments that are missing or (with `checksums`) changed since written;
+    one line each, naming the file. [] for a sound store (or one that is not on a local disk)."""
+    g = root[schema.SEGMENTS_GROUP]
+    if CRC not in g or not len(g[DONE].shape) or g[DONE].shape[0] == 0:
+        return []
+    done, rows = done_flags(root), _shard_rows(g)
+    crcs = np.asarray(g[CRC][:])
+    problems = []
+    for k in np.unique(np.flatnonzero(done) // rows):
+        segs = f"segments {k * rows}..{min(done.size, (k + 1) * rows) - 1}"
+        if (crcs[k] == _NO_RECORD).all():
+            folder = integrity.local_path(g[CRC])
+            where = folder / integrity.chunk_key(g[CRC], (int(k), 0)) if folder else store_location(root)
+            problems.append(f"{where}: checksum record of {segs} missing; expected one for every written shard")
+            continue
+        for (name, f), crc in zip(_shard_files(g, int(k)), crcs[k]):
+            if f is None or crc == _NOT_WRITTEN:
+                continue
+            if not f.is_file():
+                problems.append(f"{f}: {name} file of {segs} missing; expected the data written there "
+                                "(zarr would read it as fill values)")
+            elif checksums and integrity.file_crc32(f) != crc:
+                problems.append(f"{f}: {name} file of {segs} changed since it was written (CRC-32 differs)")
+    return problems
 
 
 def write_segment(
@@ -339,6 +455,7 @@ def segment_store_summary(root: zarr.Group) -> dict[str, Any]:
         "bytes": on_disk,
         "bytes_per_segment": on_disk / s if on_disk is not None and s else None,
         "config": root.attrs.get(schema.ATTR_CONFIG),
+        "damaged": shard_problems(root, checksums=False),  # presence only: one stat per file
     }
 
 
@@ -363,7 +480,7 @@ class SegmentReader:
                 f"{self.path}: incomplete segment store ({int(done.sum())} of {done.size} segments written); "
                 "rerun `trackprep shard` with the same arguments to finish it"
             )
-        g = root[schema.SEGMENTS_GROUP]
+        g = self._group = root[schema.SEGMENTS_GROUP]
         self.attrs: dict = dict(root.attrs)
         self._arrays = {spec.name: g[spec.name] for spec in _PER_SEGMENT}
         self.num_tracks = np.asarray(g[schema.SEG_NUM_TRACKS.name][:], dtype=np.int32)
@@ -384,11 +501,14 @@ class SegmentReader:
     def __len__(self) -> int:
         return self._len
 
-    def read(self, index: int) -> dict[str, Any]:
-        """One segment as numpy arrays keyed by the schema names (tracks always float32)."""
+    def read(self, index: int, *, verify: bool = False) -> dict[str, Any]:
+        """One segment as numpy arrays keyed by the schema names (tracks always float32).
+        `verify`: first check that the files holding it are there and unchanged (SegmentStoreError)."""
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -self._len <= index < self._len:
             raise IndexError(f"{self.path}: segment index {index!r} out of range for {self._len} segments")
         i = int(index) % self._len
+        if verify:
+            self._verify(i)
         # One gather over all arrays: their (index, chunk) reads and decodes overlap instead of
         # paying zarr's per-call round trip through its event loop once per array.
         values = zarr_sync(self._read_arrays(i))
@@ -398,6 +518,20 @@ class SegmentReader:
         out["video"] = str(self.videos[i])
         out["start"] = int(self.starts[i])
         return out
+
+    def _verify(self, i: int) -> None:
+        g = self._group
+        if CRC not in g:
+            return
+        k = i // _shard_rows(g)
+        crcs = np.asarray(g[CRC][k])
+        for (name, f), crc in zip(_shard_files(g, k), crcs):
+            if f is None or crc in (_NOT_WRITTEN, _NO_RECORD):
+                continue
+            if not f.is_file() or integrity.file_crc32(f) != crc:
+                what = "missing" if not f.is_file() else "changed since it was written (CRC-32 differs)"
+                raise SegmentStoreError(f"{f}: {name} file of segment {i} {what}; "
+                                        f"`trackprep validate {self.path}` lists every damaged file")
 
     async def _read_arrays(self, i: int) -> list[np.ndarray]:
         return await asyncio.gather(*(arr.async_array.getitem(i) for arr in self._arrays.values()))

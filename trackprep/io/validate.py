@@ -17,7 +17,7 @@ import zarr
 from trackprep.core.labels import first_annotated_points, nearest_pixel
 from trackprep.core.types import VOID
 from trackprep.io import annotation_store as store_io
-from trackprep.io import schema
+from trackprep.io import integrity, schema
 
 _ROW_BLOCK = 16384  # track rows per read while checking tracks/visible
 
@@ -133,8 +133,10 @@ def validate_annotation_video(root: zarr.Group, key: str, *, where: str) -> list
     return problems
 
 
-def validate_annotation_store(path: str | Path) -> list[str]:
-    """Every contract rule of an annotation store; [] when it is valid."""
+def validate_annotation_store(path: str | Path, *, quick: bool = False) -> list[str]:
+    """Every contract rule of an annotation store; [] when it is valid. Every chunk of every
+    complete video is decoded, and its files compared with the record its writer left
+    (trackprep.io.integrity); `quick` checks only that the files are there and unchanged."""
     try:
         root = store_io.open_store(path, mode="r")
     except store_io.StoreError as exc:
@@ -152,7 +154,10 @@ def validate_annotation_store(path: str | Path) -> list[str]:
         where = f"{loc}/{key}"
         status = root[key].attrs.get(schema.ATTR_STATUS)
         if status == schema.STATUS_COMPLETE:
-            problems += validate_annotation_video(root, key, where=where)
+            damage = integrity.video_problems(root[key], where=where, checksums=True, decode=not quick)
+            problems += damage
+            if not damage and not quick:
+                problems += validate_annotation_video(root, key, where=where)
         elif status == schema.STATUS_FAILED:
             if not root[key].attrs.get(schema.ATTR_ERROR):
                 problems.append(f"{where}: status 'failed' without an {schema.ATTR_ERROR!r} attribute; expected the error message")
@@ -164,25 +169,30 @@ def validate_annotation_store(path: str | Path) -> list[str]:
 
 
 # Store format -> validator. The segment-store validator registers itself here.
-VALIDATORS: dict[str, Callable[[str | Path], list[str]]] = {schema.ANNOTATION_FORMAT: validate_annotation_store}
+VALIDATORS: dict[str, Callable[..., list[str]]] = {schema.ANNOTATION_FORMAT: validate_annotation_store}
 
 
-def validate_store(path: str | Path) -> list[str]:
-    """Validate any trackprep store, choosing the rules by its format attribute."""
+def validate_store(path: str | Path, *, quick: bool = False) -> list[str]:
+    """Validate any trackprep store, choosing the rules by its format attribute.
+    `quick`: only that every file is readable metadata or there and unchanged, without decoding."""
     fmt = schema.store_format(path)
     if fmt is None:
+        meta = Path(path) / "zarr.json"
+        if meta.is_file() and (problem := integrity.metadata_problem(meta)):
+            return [problem]
         what = "does not exist" if not Path(path).exists() else "is not a readable Zarr v3 store"
         return [f"{path}: {what}; expected a trackprep store"]
     validator = VALIDATORS.get(fmt)
     if validator is None:
         return [f"{path}: store format {fmt!r}; expected one of {sorted(VALIDATORS)}"]
-    return validator(path)
+    return validator(path, quick=quick)
 
 
-def validate_segment_store(path: str | Path) -> list[str]:
+def validate_segment_store(path: str | Path, *, quick: bool = False) -> list[str]:
     """Every contract rule of a segment store (`trackprep shard`); [] when it is valid.
 
-    Reads one segment at a time (one chunk per array), so memory stays at one segment.
+    Reads one segment at a time (one chunk per array), so memory stays at one segment. The
+    files of written segments are first compared with their writers' record; `quick` stops there.
     """
     from trackprep.io import segment_store as seg_io
 
@@ -224,6 +234,9 @@ def validate_segment_store(path: str | Path) -> list[str]:
         if chunks[0] != 1:
             problems.append(f"{where}/{spec.name}: chunks {list(chunks)}; expected one segment per chunk (1, ...)")
 
+    damage = seg_io.shard_problems(root, checksums=True)
+    if damage or quick:
+        return problems + damage
     done = seg_io.done_flags(root)
     if not seg_io.is_complete(root) or not done.all():
         problems.append(f"{loc}: {int(done.sum())} of {s} segments written; expected all (an interrupted "
@@ -242,7 +255,11 @@ def validate_segment_store(path: str | Path) -> list[str]:
             continue
         if not videos[i] or starts[i] < 0:
             problems.append(f"{at}: video {videos[i]!r}, start {starts[i]}; expected a video key and start >= 0")
-        seg = reader.read(int(i))
+        try:
+            seg = reader.read(int(i))
+        except Exception as exc:  # a codec rejecting a damaged file: many exception types
+            problems.append(f"{at}: cannot decode ({type(exc).__name__}: {' '.join(str(exc).split())}); expected readable data")
+            continue
         tr, vis, lab = seg["tracks"], seg["visible"], seg["labels"]
         finite = np.isfinite(tr).all(-1)
         if (finite != vis).any():

@@ -28,6 +28,7 @@ from trackprep.core.labels import is_foreground, label_tracks
 from trackprep.core.types import Clip, FlowPair, TrackSet
 from trackprep.flow import FlowEstimator, FlowSetupError, make_estimator
 from trackprep.io import annotation_store as store_io
+from trackprep.io import locks as lock_io
 from trackprep.io import schema
 from trackprep.io.datasets import DatasetError, canonical_name, open_dataset, read_clip
 
@@ -55,6 +56,7 @@ class RunContext:
 
     store: str
     config: dict[str, Any]
+    lock_run: str | None = None  # the run whose video locks (trackprep.io.locks) allow writing
 
 
 @dataclass
@@ -121,7 +123,7 @@ def read_stage(task: VideoTask, ctx: RunContext) -> Work:
 
     def run(work: Work) -> None:
         dataset = open_dataset(task.dataset, task.root)
-        source = dataset.video(task.video)
+        source = dataset.open_video(task.video)  # warns about frames lacking an expected mask
         size = tuple(ctx.config["size"])
         clip = read_clip(source, size=size)
         scene = source.extras.get("scene") if source.extras else None
@@ -185,6 +187,10 @@ def write_stage(work: Work, ctx: RunContext) -> VideoResult:
     """Write the video (or its failure) to the store; the only stage that touches the store."""
     root = store_io.open_store(ctx.store, mode="r+")
     key, error, timings = work.task.key, work.error, dict(work.timings)
+    try:  # another run took this video's lock as stale: its group is that run's now
+        lock_io.check_lock(ctx.store, key, run=ctx.lock_run)
+    except lock_io.LockLostError as exc:
+        return VideoResult(key=key, status=schema.STATUS_FAILED, error=f"write: {exc}", timings=timings)
     if error is None:
         t0 = time.perf_counter()
         try:
@@ -303,7 +309,8 @@ def plan_annotation(
     except store_io.StoreError as exc:
         raise AnnotateError(str(exc)) from None
 
-    done = set(store_io.complete_videos(root))
+    # A complete video with a chunk file missing is damaged: redo it (trackprep.io.integrity).
+    done = set(store_io.complete_videos(root)) - set(store_io.damaged_videos(root))
     tasks, skipped = [], []
     for name, ds_root, names in listed:
         store_io.require_dataset_group(root, name)  # here, not concurrently in the workers
@@ -322,6 +329,7 @@ class AnnotateSummary:
     results: tuple[VideoResult, ...]
     skipped: tuple[str, ...]
     stopped_early: bool = False  # --strict stopped the run at its first failure
+    busy: tuple[tuple[str, str], ...] = ()  # (video, owner) another live run is writing: left to it
 
     @property
     def failed(self) -> tuple[VideoResult, ...]:
@@ -336,6 +344,9 @@ class AnnotateSummary:
             f"{self.store}: {len(self.completed)} video(s) annotated, {len(self.skipped)} already complete, "
             f"{len(self.failed)} failed" + (" (stopped at the first failure: --strict)" if self.stopped_early else "")
         ]
+        if self.busy:
+            out.append(f"  {len(self.busy)} video(s) left to another run writing them now (rerun later to check): "
+                       + ", ".join(f"{k} ({owner})" for k, owner in self.busy))
         out += [f"  FAILED {r.key}: {r.error}" for r in self.failed]
         return out
 
@@ -367,12 +378,22 @@ def annotate(
     progress = progress or NullProgress()
     if log and plan.skipped:
         log(f"skipping {len(plan.skipped)} video(s) already complete in {plan.store}")
-    if not plan.tasks:
-        return AnnotateSummary(store=plan.store, results=(), skipped=plan.skipped)
-    with make_executor(scheduler, workers=workers, config=config, num_tasks=len(plan.tasks), log=log) as executor:
-        progress.start(total=len(plan.tasks), keys=[t.key for t in plan.tasks], stages=[s.name for s in STAGES])
-        try:
-            results, stopped = executor.run(plan.tasks, STAGES, plan.context, progress=progress, strict=strict)
-        finally:
-            progress.close()
-    return AnnotateSummary(store=plan.store, results=tuple(results), skipped=plan.skipped, stopped_early=stopped)
+    # One writer per video across runs: lock each video before computing it (trackprep.io.locks).
+    with lock_io.VideoLocks(plan.store) as locks:
+        root = store_io.open_store(plan.store, mode="r+")
+        claim = lock_io.claim_videos(locks, [t.key for t in plan.tasks],
+                                     is_done=lambda key: store_io.video_status(root, key) == schema.STATUS_COMPLETE)
+        tasks = tuple(t for t in plan.tasks if t.key in set(claim.mine))
+        skipped, busy = plan.skipped + claim.done, tuple((k, o.describe()) for k, o in claim.busy)
+        if log and busy:
+            log(f"leaving {len(busy)} video(s) to another run that is writing them")
+        if not tasks:
+            return AnnotateSummary(store=plan.store, results=(), skipped=skipped, busy=busy)
+        ctx = dataclasses.replace(plan.context, lock_run=locks.run)
+        with make_executor(scheduler, workers=workers, config=config, num_tasks=len(tasks), log=log) as executor:
+            progress.start(total=len(tasks), keys=[t.key for t in tasks], stages=[s.name for s in STAGES])
+            try:
+                results, stopped = executor.run(tasks, STAGES, ctx, progress=progress, strict=strict)
+            finally:
+                progress.close()
+    return AnnotateSummary(store=plan.store, results=tuple(results), skipped=skipped, stopped_early=stopped, busy=busy)

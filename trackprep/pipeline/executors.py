@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from trackprep.io import annotation_store as store_io
+from trackprep.io import locks as lock_io
 from trackprep.io import schema
 from trackprep.pipeline.annotate import RunContext, Stage, VideoResult, VideoTask
 
@@ -38,6 +39,7 @@ _MEMORY_PER_WORKER = 3 << 30
 def _failed(key: str, error: str, ctx: RunContext) -> VideoResult:
     """Record a failure the stages could not record themselves (a lost worker, a store error)."""
     try:
+        lock_io.check_lock(ctx.store, key, run=ctx.lock_run)  # never replace a group another run now writes
         store_io.record_failure(store_io.open_store(ctx.store, mode="r+"), key, error)
     except Exception as exc:  # the store itself is unusable; still report the video's own error
         error = f"{error} (and recording it failed: {exc})"

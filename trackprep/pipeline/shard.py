@@ -21,13 +21,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from trackprep.config import DEFAULTS
+from trackprep.config import DEFAULTS, config_differences
 from trackprep.core.segments import (
     MIN_VISIBLE, SEGMENT_LENGTH, SegmentPlan, plan_segments, segment_seed, select_segment_tracks, shard_ranges,
 )
 from trackprep.io import annotation_store as astore
 from trackprep.io import schema
 from trackprep.io import segment_store as sstore
+from trackprep.io.faults import fault_point
 
 # Tracks per segment; DINO-Tracker / Track4Gen draw 256 fg + 256 bg per step from these.
 DEFAULT_TRACKS = DEFAULTS["shard"]["tracks_per_segment"]
@@ -132,8 +133,13 @@ def run_shard_task(task: ShardTask) -> int:
         try:
             segments.extend(_video_segments(astore.read_video(source, key), starts, task.config))
         except Exception as exc:
-            raise RuntimeError(f"shard: segments {starts} of {task.config.store}/{key}: {exc}") from exc
-    sstore.write_segments(task.out, task.first, segments)
+            raise sstore.SegmentStoreError(f"shard: segments {starts} of {task.config.store}/{key}: {exc}") from exc
+    try:
+        sstore.write_segments(task.out, task.first, segments)
+    except OSError as exc:  # disk full and friends: say which store, and that a rerun continues
+        raise OSError(exc.errno, f"{task.out}: writing segments {task.first}..{task.first + len(segments) - 1} "
+                                 f"failed ({exc.strerror or exc}); rerun the same command to continue") from exc
+    fault_point("shard:shard-done")
     return len(segments)
 
 
@@ -226,6 +232,14 @@ def shard(
                       segments_per_shard=segments_per_shard)
     source = astore.open_store(store, mode="r")
     plan = build_plan(source, length=length, stride=stride)
+    # Zarr reads a missing chunk as fill values: a damaged video would become black frames or
+    # track-less segments. Refuse before writing anything (trackprep.io.integrity).
+    damaged = astore.damaged_videos(source, checksums=True, keys=sorted(set(plan.videos)))
+    if damaged:
+        raise sstore.SegmentStoreError(
+            f"{store}: {len(damaged)} damaged video(s), not sharded: "
+            + "; ".join(damaged.values()) + ". Rerun `trackprep annotate` with the same arguments to redo them, then shard"
+        )
     planned = set(plan.videos) | {k for k, _ in plan.skipped}
     incomplete = [(k, astore.video_status(source, k) or "") for k in astore.video_keys(source) if k not in planned]
     skipped = [(k, t) for k, t in plan.skipped]
@@ -235,12 +249,12 @@ def shard(
 
     if out.exists() and not overwrite:
         root = sstore.open_segment_store(out, mode="r+")
+        sstore.remove_leftovers(out)  # of an --overwrite killed after the new store was in place
         found = root.attrs.get(schema.ATTR_CONFIG)
         if found != config:
             raise ValueError(
-                f"{out}: existing segment store was made with another configuration or from other videos: "
-                f"stored {json.dumps(found, sort_keys=True)}, now {json.dumps(config, sort_keys=True)}. "
-                "Use --overwrite to rebuild it, or choose another --out"
+                f"{out}: existing segment store was made with another configuration or from other videos ("
+                + "; ".join(config_differences(found, config)) + "). Use --overwrite to rebuild it, or choose another --out"
             )
         videos, starts = sstore.read_index(root)
         if videos != list(plan.videos) or starts.tolist() != list(plan.starts):
@@ -250,11 +264,12 @@ def shard(
             )
     else:
         h, w = _video_size(source, plan)
+        # Built aside with its index and renamed into place: a kill leaves no half-made store at `out`.
         root = sstore.create_segment_store(
-            out, num_segments=len(plan), length=length, height=max(h, 1), width=max(w, 1), max_tracks=tracks,
-            config=config, overwrite=overwrite, tracks_dtype=tracks_dtype, segments_per_shard=segments_per_shard,
+            out, videos=plan.videos, starts=plan.starts, length=length, height=max(h, 1), width=max(w, 1),
+            max_tracks=tracks, config=config, overwrite=overwrite, tracks_dtype=tracks_dtype,
+            segments_per_shard=segments_per_shard,
         )
-        sstore.write_index(root, videos=plan.videos, starts=plan.starts)
     done = sstore.done_flags(root)
     tasks = [
         ShardTask(out=str(out), config=cfg, first=r.start, videos=plan.videos[r.start : r.stop],
@@ -263,6 +278,7 @@ def shard(
         if not done[r.start : r.stop].all()
     ]
     written = sum(run_tasks(tasks, scheduler=scheduler, workers=workers, log=log))
+    fault_point("shard:before-complete")
     sstore.mark_complete(root)
     num_tracks = np.asarray(root[schema.SEGMENTS_GROUP][schema.SEG_NUM_TRACKS.name][:], np.int32)
     return ShardResult(out=out, num_segments=len(plan), written=written, skipped_videos=skipped,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -205,9 +206,14 @@ class Dataset(abc.ABC):
     """
 
     name: str = ""
+    # Every frame of a sequence has a mask (DAVIS, SegTrack v2), unless the manifest lists the
+    # annotated frames. Readers of sparsely annotated data (FBMS-59) set False.
+    dense_masks: bool = True
 
     def __init__(self, root: str | Path, *, split: str | None = None, manifest: Manifest | None = None) -> None:
         self.root = Path(root)
+        if self.root.is_file():
+            raise DatasetError(f"{self.root}: is a file; expected the folder holding the {self.name} files")
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset folder not found; expected the folder holding the {self.name} files")
         self.split = split
@@ -230,6 +236,32 @@ class Dataset(abc.ABC):
     def __iter__(self) -> Iterator[VideoSource]:
         for name in self.video_names():
             yield self.video(name)
+
+    def expected_masks(self, name: str, num_frames: int) -> np.ndarray | None:
+        """bool [num_frames]: the frames of `name` that should carry ground truth (the manifest's
+        `annotated` list; else every frame where masks are dense); None when that is unknown."""
+        info = self.manifest.sequence(name) if self.manifest is not None else None
+        if info is not None and info.annotated is not None:
+            out = np.zeros(num_frames, dtype=bool)
+            out[[i for i in info.annotated if i < num_frames]] = True
+            return out
+        return np.ones(num_frames, dtype=bool) if self.dense_masks else None
+
+    def open_video(self, name: str) -> VideoSource:
+        """`video(name)`, warning when frames that should have a mask have none: such a frame reads
+        as unannotated (`has_mask` False), which silently moves labels to a later frame."""
+        video = self.video(name)
+        expected = self.expected_masks(name, video.num_frames)
+        if expected is not None:
+            lacking = np.flatnonzero(expected & ~video.mask_flags())
+            if lacking.size:
+                shown = ", ".join(video.describe_frame(int(i)) for i in lacking[:3])
+                warnings.warn(
+                    f"{self.name}/{name}: {lacking.size} frame(s) without a mask file where ground truth is expected "
+                    f"(first: {shown}{' ...' if lacking.size > 3 else ''}); they are treated as unannotated",
+                    stacklevel=2,
+                )
+        return video
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r})"
