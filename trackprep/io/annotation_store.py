@@ -143,7 +143,8 @@ def open_store(path: str | Path, *, mode: str = "r", check_metadata: bool = Fals
         raise StoreError(f"{path}: annotation store {what}")
     if mode == "r" or check_metadata:
         try:  # zarr fails deep inside (UnicodeDecodeError) on a garbage zarr.json of any node
-            integrity.check_metadata(path, what="annotation store")
+            integrity.check_metadata(
+                path, remedy="restore it, or delete the folder of the video it belongs to and rerun annotate to redo it")
         except integrity.MetadataError as exc:
             raise StoreError(str(exc)) from None
     try:

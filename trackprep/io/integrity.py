@@ -66,8 +66,10 @@ def metadata_problem(path: Path) -> str | None:
         meta = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as exc:
         return f"{path}: cannot read ({exc.strerror or exc})"
-    except (UnicodeDecodeError, ValueError) as exc:
-        return f"{path}: not valid JSON ({type(exc).__name__}: {exc}); expected Zarr v3 metadata"
+    except UnicodeDecodeError as exc:
+        return f"{path}: not UTF-8 text (byte {exc.start}); expected Zarr v3 metadata (JSON)"
+    except json.JSONDecodeError as exc:
+        return f"{path}: not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); expected Zarr v3 metadata"
     if not isinstance(meta, dict) or meta.get("node_type") not in ("group", "array") or meta.get("zarr_format") != 3:
         got = meta.get("node_type") if isinstance(meta, dict) else type(meta).__name__
         return f"{path}: node_type {got!r}; expected Zarr v3 metadata of a group or an array"
@@ -79,12 +81,13 @@ def metadata_problems(folder: str | Path) -> list[str]:
     return [p for f in _metadata_files(Path(folder)) if (p := metadata_problem(f))]
 
 
-def check_metadata(folder: str | Path, *, what: str) -> None:
-    """Raise MetadataError naming the first unreadable zarr.json of the store (and how many more)."""
+def check_metadata(folder: str | Path, *, remedy: str) -> None:
+    """Raise MetadataError naming the first unreadable zarr.json of the store (and how many more),
+    followed by `remedy` (what the user can do)."""
     problems = metadata_problems(folder)
     if problems:
         more = f" (and {len(problems) - 1} more unreadable zarr.json)" if len(problems) > 1 else ""
-        raise MetadataError(f"{problems[0]}{more}; this {what} cannot be read until it is repaired or rebuilt")
+        raise MetadataError(f"{problems[0]}{more}; {remedy}")
 
 
 # ---------------------------------------------------------------- chunk files

@@ -200,7 +200,7 @@ def open_segment_store(path: str | os.PathLike | StoreLike, *, mode: str = "r") 
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such segment store (make one with `trackprep shard --out {path}`)")
         try:  # zarr fails deep inside (UnicodeDecodeError) on a garbage zarr.json
-            integrity.check_metadata(path, what="segment store")
+            integrity.check_metadata(path, remedy="restore it, or rebuild the store with `trackprep shard --overwrite`")
         except integrity.MetadataError as exc:
             raise SegmentStoreError(str(exc)) from None
         target: Any = str(path)
@@ -323,31 +323,42 @@ def _record_crcs(g: zarr.Group, shards: range) -> None:
                      for _, f in _shard_files(g, k)]
 
 
-def shard_problems(root: zarr.Group, *, checksums: bool = True) -> list[str]:
-    """Files of written segments that are missing or (with `checksums`) changed since written;
-    one line each, naming the file. [] for a sound store (or one that is not on a local disk)."""
+def _shard_damage(root: zarr.Group, k: int, *, checksums: bool) -> list[str]:
+    """What is wrong with the files of shard `k` (written segments), one line per file."""
     g = root[schema.SEGMENTS_GROUP]
-    if CRC not in g or not len(g[DONE].shape) or g[DONE].shape[0] == 0:
-        return []
-    done, rows = done_flags(root), _shard_rows(g)
-    crcs = np.asarray(g[CRC][:])
+    rows, n = _shard_rows(g), g[DONE].shape[0]
+    segs = f"segments {k * rows}..{min(n, (k + 1) * rows) - 1}"
+    crcs = np.asarray(g[CRC][k])
+    if (crcs == _NO_RECORD).all():
+        folder = integrity.local_path(g[CRC])
+        where = folder / integrity.chunk_key(g[CRC], (k, 0)) if folder else store_location(root)
+        return [f"{where}: checksum record of {segs} missing; expected one for every written shard"]
     problems = []
-    for k in np.unique(np.flatnonzero(done) // rows):
-        segs = f"segments {k * rows}..{min(done.size, (k + 1) * rows) - 1}"
-        if (crcs[k] == _NO_RECORD).all():
-            folder = integrity.local_path(g[CRC])
-            where = folder / integrity.chunk_key(g[CRC], (int(k), 0)) if folder else store_location(root)
-            problems.append(f"{where}: checksum record of {segs} missing; expected one for every written shard")
+    for (name, f), crc in zip(_shard_files(g, k), crcs):
+        if f is None or crc == _NOT_WRITTEN:
             continue
-        for (name, f), crc in zip(_shard_files(g, int(k)), crcs[k]):
-            if f is None or crc == _NOT_WRITTEN:
-                continue
-            if not f.is_file():
-                problems.append(f"{f}: {name} file of {segs} missing; expected the data written there "
-                                "(zarr would read it as fill values)")
-            elif checksums and integrity.file_crc32(f) != crc:
-                problems.append(f"{f}: {name} file of {segs} changed since it was written (CRC-32 differs)")
+        if not f.is_file():
+            problems.append(f"{f}: {name} file of {segs} missing; expected the data written there "
+                            "(zarr would read it as fill values)")
+        elif checksums and integrity.file_crc32(f) != crc:
+            problems.append(f"{f}: {name} file of {segs} changed since it was written (CRC-32 differs)")
     return problems
+
+
+def damaged_shards(root: zarr.Group, *, checksums: bool = True) -> dict[int, list[str]]:
+    """shard index -> what is wrong (one line per file, naming it) for each shard holding written
+    segments whose files are missing or (with `checksums`) changed since they were written.
+    {} for a sound store, one made before checksums were recorded, or one not on a local disk."""
+    g = root[schema.SEGMENTS_GROUP]
+    if CRC not in g or g[DONE].shape[0] == 0 or integrity.local_path(g) is None:
+        return {}
+    written = np.unique(np.flatnonzero(done_flags(root)) // _shard_rows(g))
+    return {int(k): p for k in written if (p := _shard_damage(root, int(k), checksums=checksums))}
+
+
+def shard_problems(root: zarr.Group, *, checksums: bool = True) -> list[str]:
+    """`damaged_shards` as a flat list of lines."""
+    return [line for lines in damaged_shards(root, checksums=checksums).values() for line in lines]
 
 
 def write_segment(
@@ -480,7 +491,9 @@ class SegmentReader:
                 f"{self.path}: incomplete segment store ({int(done.sum())} of {done.size} segments written); "
                 "rerun `trackprep shard` with the same arguments to finish it"
             )
+        self._root = root
         g = self._group = root[schema.SEGMENTS_GROUP]
+        self._done = done_flags(root)
         self.attrs: dict = dict(root.attrs)
         self._arrays = {spec.name: g[spec.name] for spec in _PER_SEGMENT}
         self.num_tracks = np.asarray(g[schema.SEG_NUM_TRACKS.name][:], dtype=np.int32)
@@ -520,18 +533,10 @@ class SegmentReader:
         return out
 
     def _verify(self, i: int) -> None:
-        g = self._group
-        if CRC not in g:
-            return
-        k = i // _shard_rows(g)
-        crcs = np.asarray(g[CRC][k])
-        for (name, f), crc in zip(_shard_files(g, k), crcs):
-            if f is None or crc in (_NOT_WRITTEN, _NO_RECORD):
-                continue
-            if not f.is_file() or integrity.file_crc32(f) != crc:
-                what = "missing" if not f.is_file() else "changed since it was written (CRC-32 differs)"
-                raise SegmentStoreError(f"{f}: {name} file of segment {i} {what}; "
-                                        f"`trackprep validate {self.path}` lists every damaged file")
+        if CRC in self._group and integrity.local_path(self._group) is not None and self._done[i]:
+            problems = _shard_damage(self._root, i // _shard_rows(self._group), checksums=True)
+            if problems:
+                raise SegmentStoreError(f"{problems[0]}; `trackprep validate {self.path}` lists every damaged file")
 
     async def _read_arrays(self, i: int) -> list[np.ndarray]:
         return await asyncio.gather(*(arr.async_array.getitem(i) for arr in self._arrays.values()))

@@ -29,6 +29,7 @@ from trackprep.core.types import Clip, FlowPair, TrackSet
 from trackprep.flow import FlowEstimator, FlowSetupError, make_estimator
 from trackprep.io import annotation_store as store_io
 from trackprep.io import locks as lock_io
+from trackprep.io.oserrors import os_error_line
 from trackprep.io import schema
 from trackprep.io.datasets import DatasetError, canonical_name, open_dataset, read_clip
 
@@ -199,6 +200,8 @@ def write_stage(work: Work, ctx: RunContext) -> VideoResult:
                 attrs={"dataset": work.task.dataset, "video": work.task.video, "source_root": work.task.root,
                        "timings_s": {k: round(v, 3) for k, v in timings.items()}},
             )
+        except OSError as exc:  # disk full and friends: name the store, which the bare error does not
+            error = f"write: {os_error_line(exc, writing=f'{ctx.store}/{key}')}"
         except Exception as exc:
             error = f"write: {_one_line(exc)}"
         timings["write"] = time.perf_counter() - t0
@@ -382,7 +385,8 @@ def annotate(
     with lock_io.VideoLocks(plan.store) as locks:
         root = store_io.open_store(plan.store, mode="r+")
         claim = lock_io.claim_videos(locks, [t.key for t in plan.tasks],
-                                     is_done=lambda key: store_io.video_status(root, key) == schema.STATUS_COMPLETE)
+                                     is_done=lambda key: store_io.video_status(root, key) == schema.STATUS_COMPLETE
+                                     and not store_io.damaged_videos(root, keys=[key]))
         tasks = tuple(t for t in plan.tasks if t.key in set(claim.mine))
         skipped, busy = plan.skipped + claim.done, tuple((k, o.describe()) for k, o in claim.busy)
         if log and busy:

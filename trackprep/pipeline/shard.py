@@ -29,6 +29,7 @@ from trackprep.io import annotation_store as astore
 from trackprep.io import schema
 from trackprep.io import segment_store as sstore
 from trackprep.io.faults import fault_point
+from trackprep.io.oserrors import os_error_line
 
 # Tracks per segment; DINO-Tracker / Track4Gen draw 256 fg + 256 bg per step from these.
 DEFAULT_TRACKS = DEFAULTS["shard"]["tracks_per_segment"]
@@ -136,9 +137,8 @@ def run_shard_task(task: ShardTask) -> int:
             raise sstore.SegmentStoreError(f"shard: segments {starts} of {task.config.store}/{key}: {exc}") from exc
     try:
         sstore.write_segments(task.out, task.first, segments)
-    except OSError as exc:  # disk full and friends: say which store, and that a rerun continues
-        raise OSError(exc.errno, f"{task.out}: writing segments {task.first}..{task.first + len(segments) - 1} "
-                                 f"failed ({exc.strerror or exc}); rerun the same command to continue") from exc
+    except OSError as exc:  # disk full and friends: say which store (the bare error may not)
+        raise OSError(os_error_line(exc, writing=task.out)) from exc
     fault_point("shard:shard-done")
     return len(segments)
 
@@ -271,6 +271,11 @@ def shard(
             segments_per_shard=segments_per_shard,
         )
     done = sstore.done_flags(root)
+    damaged = sstore.damaged_shards(root)  # a file lost since it was written: redo its shard
+    if damaged and log:
+        log(f"{out}: redoing {len(damaged)} damaged shard(s): " + "; ".join(v[0] for v in damaged.values()))
+    for k in damaged:
+        done[k * segments_per_shard : (k + 1) * segments_per_shard] = False
     tasks = [
         ShardTask(out=str(out), config=cfg, first=r.start, videos=plan.videos[r.start : r.stop],
                   starts=plan.starts[r.start : r.stop])
