@@ -106,9 +106,8 @@ def test_a_changed_chunk_file_is_found_by_its_checksum(stores, tmp_path):
     data = bytearray(chunk.read_bytes())
     data[-1] ^= 0xFF
     chunk.write_bytes(bytes(data))
-    for args in (["validate", a], ["validate", "--quick", a]):
-        code, out = _run(*args)
-        assert code == 1 and f"{chunk}: chunk file changed since it was written" in out
+    code, out = _run("validate", "--quick", a)
+    assert code == 1 and f"{chunk}: chunk file changed since it was written" in out
     code, out = _run("shard", "--store", a, "--out", tmp_path / "S.zarr", *SHARD_ARGS)
     assert code == 2 and str(chunk) in _error_line(out)
 
@@ -168,3 +167,13 @@ def test_damaged_segment_store_is_named_and_a_rerun_repairs_it(stores, tmp_path,
     assert code == 0, out
     assert validate_store(s) == []
     _segments_equal(s, stores / "S.zarr")
+
+
+def test_a_chunk_file_that_does_not_decode_is_named_by_validate(stores, tmp_path):
+    a = _copy(stores, "A.zarr", tmp_path)
+    chunk = _first_file(a / VIDEO / "frames" / "c")
+    chunk.write_bytes(b"garbage, not a Blosc frame")
+    code, out = _run("validate", a)
+    assert code == 1 and f"{a}/{VIDEO}/frames: cannot decode the chunk at rows 0..0" in out
+    code, out = _run("validate", "--quick", a)  # without decoding: the checksum differs
+    assert code == 1 and f"{chunk}: chunk file changed since it was written" in out

@@ -156,16 +156,18 @@ def decode_problems(array: zarr.Array, *, where: str) -> list[str]:
     return []
 
 
-def video_problems(group: zarr.Group, *, where: str, checksums: bool = True, decode: bool = False) -> list[str]:
-    """Integrity of one complete annotation video: every recorded chunk file is there (and, with
-    `checksums`, unchanged); with `decode`, every chunk of every array decodes."""
+def video_problems(group: zarr.Group, *, where: str, checksums: bool = True) -> list[str]:
+    """Files of one complete annotation video: every chunk file its writer recorded is there
+    and, with `checksums`, unchanged. [] for a video written before records were kept."""
     folder = local_path(group)
     record: Any = group.attrs.get(CHUNKS_ATTR)
     problems: list[str] = []
     if folder is not None and isinstance(record, dict):
         for name, files in sorted(record.items()):
             problems += chunk_problems(folder / name, files, where=f"{where}/{name}", checksums=checksums)
-    if decode and not problems:
-        for name, arr in sorted(group.arrays()):
-            problems += decode_problems(arr, where=f"{where}/{name}")
     return problems
+
+
+def video_decode_problems(group: zarr.Group, *, where: str) -> list[str]:
+    """Every chunk of every array of the video group decodes; one line per array that does not."""
+    return [p for name, arr in sorted(group.arrays()) for p in decode_problems(arr, where=f"{where}/{name}")]
