@@ -59,15 +59,32 @@ def _first_file(folder: Path) -> Path:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "zarr.json")[0]
 
 
+def _deleted(path: Path) -> Path:
+    path.unlink()
+    return path
+
+
 def _garbage(path: Path) -> Path:
     path.write_bytes(b"\xc3\x28 not json \x00\xff")
     return path
 
 
+def _named_by_validate_and_info(store: Path, broken: Path, *, info_line: str) -> None:
+    """validate exits 1 naming the file; info reports it in one line: an error (unreadable
+    metadata) or, for a missing chunk, a DAMAGED line beside the rest of its summary."""
+    code, out = _run("validate", store)
+    assert code == 1 and str(broken) in out
+    code, out = _run("info", store)
+    if broken.name == "zarr.json":
+        assert code == 2 and str(broken) in _error_line(out)
+    else:
+        assert code == 0 and info_line in out and "DAMAGED" in out
+
+
 # what is damaged in the annotation store -> the file that must be named
 ANNOTATION_DAMAGE = {
-    "frames chunk deleted": lambda a: _first_file(a / VIDEO / "frames" / "c"),
-    "labels chunk deleted": lambda a: _first_file(a / VIDEO / "labels" / "c"),
+    "frames chunk deleted": lambda a: _deleted(_first_file(a / VIDEO / "frames" / "c")),
+    "labels chunk deleted": lambda a: _deleted(_first_file(a / VIDEO / "labels" / "c")),
     "video zarr.json garbage": lambda a: _garbage(a / VIDEO / "zarr.json"),
     "array zarr.json garbage": lambda a: _garbage(a / VIDEO / "labels" / "zarr.json"),
 }
@@ -77,19 +94,10 @@ ANNOTATION_DAMAGE = {
 def test_damaged_annotation_video_is_named_by_every_command_and_never_sharded(stores, tmp_path, damage):
     a = _copy(stores, "A.zarr", tmp_path)
     broken = ANNOTATION_DAMAGE[damage](a)
-    if broken.name != "zarr.json":
-        broken.unlink()
 
-    code, out = _run("validate", a)
-    assert code == 1 and str(broken) in out
+    _named_by_validate_and_info(a, broken, info_line=f"{VIDEO}: DAMAGED {broken}: chunk file missing")
     code, out = _run("validate", "--quick", a)
     assert code == 1 and str(broken) in out
-
-    code, out = _run("info", a)
-    if broken.name == "zarr.json":
-        assert code == 2 and str(broken) in _error_line(out)
-    else:
-        assert code == 0 and f"{VIDEO}: DAMAGED {broken}: chunk file missing" in out
 
     seg = tmp_path / "S.zarr"
     code, out = _run("shard", "--store", a, "--out", seg, *SHARD_ARGS)
@@ -114,7 +122,7 @@ def test_a_changed_chunk_file_is_found_by_its_checksum(stores, tmp_path):
 
 def test_rerunning_annotate_redoes_a_video_with_a_missing_chunk(stores, tmp_path):
     a = _copy(stores, "A.zarr", tmp_path)
-    _first_file(a / VIDEO / "frames" / "c").unlink()
+    _deleted(_first_file(a / VIDEO / "frames" / "c"))
     summary = annotate(datasets=[("synthetic", stores / "synth")], out=a, config=ORACLE, scheduler="serial")
     assert [r.key for r in summary.completed] == [VIDEO] and len(summary.skipped) == 2
     assert validate_store(a) == []
@@ -133,9 +141,9 @@ def _segments_equal(a: Path, b: Path) -> None:
 
 
 SEGMENT_DAMAGE = {
-    "frames shard deleted": lambda s: _first_file(s / "segments" / "frames" / "c"),
-    "labels shard deleted": lambda s: _first_file(s / "segments" / "labels" / "c"),
-    "checksum record deleted": lambda s: _first_file(s / "segments" / G.CRC / "c"),
+    "frames shard deleted": lambda s: _deleted(_first_file(s / "segments" / "frames" / "c")),
+    "labels shard deleted": lambda s: _deleted(_first_file(s / "segments" / "labels" / "c")),
+    "checksum record deleted": lambda s: _deleted(_first_file(s / "segments" / G.CRC / "c")),
     "array zarr.json garbage": lambda s: _garbage(s / "segments" / "frames" / "zarr.json"),
     "root zarr.json garbage": lambda s: _garbage(s / "zarr.json"),
 }
@@ -145,16 +153,8 @@ SEGMENT_DAMAGE = {
 def test_damaged_segment_store_is_named_and_a_rerun_repairs_it(stores, tmp_path, damage):
     s = _copy(stores, "S.zarr", tmp_path)
     broken = SEGMENT_DAMAGE[damage](s)
-    if broken.name != "zarr.json":
-        broken.unlink()
 
-    code, out = _run("validate", s)
-    assert code == 1 and str(broken) in out
-    code, out = _run("info", s)
-    if broken.name == "zarr.json":
-        assert code == 2 and str(broken) in _error_line(out)
-    else:
-        assert code == 0 and "DAMAGED" in out.splitlines()[0] and f"DAMAGED {broken}" in out
+    _named_by_validate_and_info(s, broken, info_line=f"DAMAGED {broken}")
     code, out = _run("viz", s, "--segment", "0", "--out", tmp_path / "v.png")
     assert code == 2 and str(broken) in _error_line(out)
 
