@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from trackprep.cli import app
 from trackprep.config import resolve_config
-from trackprep.io import annotation_store as S
+from trackprep.io.annotation_reader import open_annotations
 from trackprep.io import segment_store as G
 from trackprep.io.datasets.synthetic import write_synthetic_dataset
 from trackprep.io.validate import validate_store
@@ -126,9 +126,10 @@ def test_rerunning_annotate_redoes_a_video_with_a_missing_chunk(stores, tmp_path
     summary = annotate(datasets=[("synthetic", stores / "synth")], out=a, config=ORACLE, scheduler="serial")
     assert [r.key for r in summary.completed] == [VIDEO] and len(summary.skipped) == 2
     assert validate_store(a) == []
-    redone, original = S.read_video(S.open_store(a), VIDEO), S.read_video(S.open_store(stores / "A.zarr"), VIDEO)
+    redone, original = open_annotations(a)[VIDEO], open_annotations(stores / "A.zarr")[VIDEO]
     np.testing.assert_array_equal(redone.frames[:], original.frames[:])
-    np.testing.assert_array_equal(redone.labels[:], original.labels[:])
+    np.testing.assert_array_equal(redone.points[:], original.points[:])
+    np.testing.assert_array_equal(redone.labels, original.labels)
 
 
 def _segments_equal(a: Path, b: Path) -> None:
@@ -177,3 +178,17 @@ def test_a_chunk_file_that_does_not_decode_is_named_by_validate(stores, tmp_path
     assert code == 1 and f"{a}/{VIDEO}/frames: cannot decode the chunk at rows 0..0" in out
     code, out = _run("validate", "--quick", a)  # without decoding: the checksum differs
     assert code == 1 and f"{chunk}: chunk file changed since it was written" in out
+
+
+def test_a_changed_segment_file_is_found_by_quick_validate_and_rewritten_by_a_rerun(stores, tmp_path):
+    s = _copy(stores, "S.zarr", tmp_path)
+    shard_file = _first_file(s / "segments" / "masks" / "c")
+    data = bytearray(shard_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard_file.write_bytes(bytes(data))
+    code, out = _run("validate", "--quick", s)
+    assert code == 1 and f"{shard_file}: masks file of segments 0..1 changed since it was written" in out
+    code, out = _run("shard", "--store", stores / "A.zarr", "--out", s, *SHARD_ARGS)
+    assert code == 0 and "redoing 1 damaged shard(s)" in out
+    assert validate_store(s, quick=True) == [] and validate_store(s) == []
+    _segments_equal(s, stores / "S.zarr")

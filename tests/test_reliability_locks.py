@@ -19,8 +19,9 @@ from trackprep.io import locks as L
 from trackprep.io import schema
 from trackprep.io.datasets.synthetic import write_synthetic_dataset
 from trackprep.io.validate import validate_store
-from trackprep.pipeline.annotate import RunContext, VideoTask, Work, annotate, plan_annotation, write_stage
+from trackprep.pipeline.annotate import annotate, annotate_video, plan_annotation
 from trackprep.pipeline.executors import _failed
+from trackprep.pipeline.plan import RunContext, VideoTask
 
 SIZE = (32, 48)
 ORACLE = resolve_config(overrides={"size": list(SIZE), "flow": {"name": "oracle"}})
@@ -151,7 +152,7 @@ def test_a_run_that_lost_its_lock_neither_writes_nor_records_a_failure(synth, tm
     _write_lock(out, VIDEOS[0], run="winner")
     ctx = RunContext(store=str(out), config=ORACLE, lock_run="loser")
     task = VideoTask(dataset="synthetic", root=str(synth), video="scene000")
-    result = write_stage(Work(task=task, error="flow: something failed"), ctx)
+    result = annotate_video(task, ctx)
     assert not result.ok and "taken over" in result.error
     assert not _failed(task.key, "lost worker", ctx).ok
     assert dict(S.open_store(out)[VIDEOS[0]].attrs) == before

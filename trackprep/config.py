@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
         "cycle_threshold": 1.5,
         # DINO-Tracker seeds a track at every pixel (stride 1).
         "seed_stride": 1,
+        # Shorter tracks are not stored: a one-frame track gives no correspondence pair (about
+        # half the tracks of a DAVIS video at stride 1), and DINO-Tracker drops them too.
+        "min_track_length": 2,
     },
     "shard": {
         # Track4Gen Sec. 4.1: SVD is fine-tuned on 24-frame clips (xt variant).
@@ -59,6 +62,7 @@ ANNOTATION_RESULT_KEYS: tuple[tuple[str, ...], ...] = (
     ("flow", "dis_preset"),
     ("tracks", "cycle_threshold"),
     ("tracks", "seed_stride"),
+    ("tracks", "min_track_length"),
 )
 
 # Flow options that only one backend reads: left out of other backends' fingerprints.
@@ -133,6 +137,8 @@ def _check(config: dict, *, source: str) -> dict:
     tracks["cycle_threshold"] = float(thr)
     expect(is_int(tracks["seed_stride"]) and tracks["seed_stride"] >= 1,
            "tracks.seed_stride", tracks["seed_stride"], "a positive integer")
+    expect(is_int(tracks["min_track_length"]) and tracks["min_track_length"] >= 1,
+           "tracks.min_track_length", tracks["min_track_length"], "a positive integer number of frames")
     expect(is_int(shard["segment_length"]) and shard["segment_length"] >= 2,
            "shard.segment_length", shard["segment_length"], "an integer >= 2")
     expect(is_int(shard["tracks_per_segment"]) and shard["tracks_per_segment"] >= 1,

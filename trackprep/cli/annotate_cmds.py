@@ -110,6 +110,8 @@ def register(app: typer.Typer) -> None:
         dis_preset: Optional[str] = typer.Option(None, "--dis-preset", help="DIS preset: ultrafast, fast, medium."),
         size: Optional[str] = typer.Option(None, "--size", help="Working size HxW (default 320x576)."),
         seed_stride: Optional[int] = typer.Option(None, "--seed-stride", help="Seed a track every N pixels (default 1)."),
+        min_track_length: Optional[int] = typer.Option(
+            None, "--min-track-length", help="Store only tracks of at least N frames (default 2)."),
         cycle_threshold: Optional[float] = typer.Option(None, "--cycle-threshold", help="Forward-backward error limit in px (default 1.5)."),
         scheduler: str = typer.Option("local", "--scheduler", help="local (threads in this process, one video per core), processes (a LocalCluster of worker processes), serial, or the ADDRESS of a running Dask scheduler (prints its dashboard link)."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Videos at a time for local/processes (default: one per core, within memory)."),
@@ -122,7 +124,8 @@ def register(app: typer.Typer) -> None:
             "size": size,
             "flow": {"name": flow, "raft_model": raft_model, "raft_weights": raft_weights, "iters": iters,
                      "batch_size": batch_size, "device": device, "dis_preset": dis_preset},
-            "tracks": {"seed_stride": seed_stride, "cycle_threshold": cycle_threshold},
+            "tracks": {"seed_stride": seed_stride, "cycle_threshold": cycle_threshold,
+                       "min_track_length": min_track_length},
         }
         code = run_annotate(
             datasets=dataset, roots=root, out=out, config_path=config, overrides=overrides,

@@ -8,7 +8,9 @@ and is never resumed. Every pixel of the first frame (every k-th with `seed_stri
 track; at each later frame new tracks start on the grid points that no live track covers, so
 regions that appear (disocclusions, content entering at the borders) gain tracks too.
 
-All points of a frame are processed at once; the only Python loop is over frames.
+All points of a frame are processed at once; the only Python loop is over frames. `TrackChainer`
+does this as the flow arrives (a window of frame pairs at a time, so memory does not grow with the
+video's length); `chain_tracks` feeds it a whole video's flow.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from trackprep.core.labels import nearest_pixel
 from trackprep.core.sampling import sample_bilinear
-from trackprep.core.types import VOID, FlowPair, TrackSet
+from trackprep.core.types import VOID, FlowPair, TrackSet, ragged_ranges
 
 # Track4Gen Appendix A.1 (after DINO-Tracker): forward-backward error threshold in pixels.
 DEFAULT_CYCLE_THRESHOLD = 1.5
@@ -59,74 +62,211 @@ def cycle_step(
 
 
 def chain_tracks(
-    flow: FlowPair, *, cycle_threshold: float = DEFAULT_CYCLE_THRESHOLD, seed_stride: int = 1
+    flow: FlowPair, *, cycle_threshold: float = DEFAULT_CYCLE_THRESHOLD, seed_stride: int = 1, min_length: int = 1
 ) -> TrackSet:
-    """Chain `flow` into dense tracks. Labels are VOID (255) until `label_tracks` sets them."""
-    if cycle_threshold <= 0:
-        raise ValueError(f"cycle_threshold must be > 0 px, got {cycle_threshold}")
-    if seed_stride < 1:
-        raise ValueError(f"seed_stride must be a positive integer, got {seed_stride}")
-    num_frames = flow.num_frames
+    """Chain the whole of `flow` into dense tracks (ordered as `TrackChainer` hands them out).
+
+    Labels are VOID (255) until `label_tracks` sets them."""
     _, _, height, width = flow.forward.shape
-    device = flow.forward.device
-    grid = seed_grid(height, width, stride=seed_stride, device=device)
-
-    live_pos = grid.clone()
-    live_id = torch.arange(grid.shape[0], device=device)
-    next_id = grid.shape[0]
-    starts = [torch.zeros(grid.shape[0], dtype=torch.int32, device=device)]
-    frame_ids: list[torch.Tensor] = []
-    frame_pos: list[torch.Tensor] = []
-    for t in range(num_frames):
-        if t > 0:
-            uncovered = ~covered_cells(live_pos, height=height, width=width, stride=seed_stride)
-            new = grid[uncovered]
-            new_id = torch.arange(next_id, next_id + new.shape[0], device=device)
-            next_id += new.shape[0]
-            starts.append(torch.full((new.shape[0],), t, dtype=torch.int32, device=device))
-            live_pos = torch.cat([live_pos, new])
-            live_id = torch.cat([live_id, new_id])
-        frame_ids.append(live_id)
-        frame_pos.append(live_pos)
-        if t == num_frames - 1:
-            break
-        nxt, keep, _ = cycle_step(
-            flow.forward[t].float(), flow.backward[t].float(), live_pos, cycle_threshold=cycle_threshold
-        )
-        live_pos, live_id = nxt[keep], live_id[keep]
-
-    return _to_trackset(num_frames, torch.cat(starts), frame_ids, frame_pos)
-
-
-def _to_trackset(
-    num_frames: int, start: torch.Tensor, frame_ids: list[torch.Tensor], frame_pos: list[torch.Tensor]
-) -> TrackSet:
-    """Frame-major records -> track-major ragged arrays, without sorting.
-
-    Track ids are dense (0 .. N-1) and each track's frames are contiguous, so the record of
-    track `id` at frame t goes to offsets[id] + (t - start[id]). Two passes over the frames
-    (count, then scatter) let each frame's records be freed as soon as they are placed, which
-    keeps the peak near one copy of the points on long videos. Empties both lists.
-    """
-    start = start.cpu()
-    n = start.shape[0]
-    lengths = torch.zeros(n, dtype=torch.int64)
-    for ids in frame_ids:
-        lengths[ids.cpu()] += 1  # ids are unique within a frame
-    offsets = torch.zeros(n + 1, dtype=torch.int64)
-    torch.cumsum(lengths, 0, out=offsets[1:])
-    points = torch.empty((int(offsets[-1]), 2), dtype=torch.float32)
-    base = offsets[:-1] - start.long()  # points[base[id] + t] is track id's point at frame t
-    for t in range(len(frame_ids)):
-        ids, pos = frame_ids[t].cpu(), frame_pos[t].cpu()
-        frame_ids[t] = frame_pos[t] = None
-        points[base[ids] + t] = pos.float()
-    frame_ids.clear()
-    frame_pos.clear()
-    return TrackSet(
-        num_frames=num_frames,
-        start=start.numpy().astype(np.int32),
-        offsets=offsets.numpy(),
-        points=points.numpy(),
-        labels=np.full(n, VOID, dtype=np.uint8),
+    chainer = TrackChainer(
+        height=height, width=width, cycle_threshold=cycle_threshold, seed_stride=seed_stride,
+        min_length=min_length, device=flow.forward.device,
     )
+    for t in range(flow.num_frames - 1):
+        chainer.add_frame()
+        chainer.advance(flow.forward[t], flow.backward[t])
+    chainer.add_frame()
+    return chainer.close()
+
+
+class TrackChainer:
+    """Chaining as the flow arrives: frame by frame, handing out tracks once they have ended.
+
+    For t = 0 .. T-1: `add_frame(mask=...)` (seeds the frame's new tracks, records where every
+    live track is, labels the live tracks not yet labelled when the frame has a mask), then,
+    unless t is the last frame, `advance(forward[t], backward[t])`. `finished()` returns the
+    tracks that have ended since its last call; `close()` ends the live ones and returns the rest.
+
+    The live points go through exactly the operations `chain_tracks` applies to a whole video,
+    in the same order, so the tracks are the same bit for bit however the flow is cut into
+    windows. Tracks come out ordered by their last frame, then by seeding order (row-major
+    within a frame, earlier frames first); that order does not depend on the windows either.
+    Memory: the live tracks' points so far plus the records since the last `finished()`; an
+    ended track is handed out whole and forgotten.
+
+    Labels (`mask` given): the mask value under the track at its first frame with a mask, at
+    the nearest pixel (as `label_tracks` does for a whole video); VOID if it meets no mask.
+    """
+
+    def __init__(
+        self, *, height: int, width: int, cycle_threshold: float = DEFAULT_CYCLE_THRESHOLD, seed_stride: int = 1,
+        min_length: int = 1, device: torch.device | str = "cpu",
+    ) -> None:
+        if cycle_threshold <= 0:
+            raise ValueError(f"cycle_threshold must be > 0 px, got {cycle_threshold}")
+        if isinstance(seed_stride, bool) or not isinstance(seed_stride, int) or seed_stride < 1:
+            raise ValueError(f"seed_stride must be a positive integer, got {seed_stride}")
+        if isinstance(min_length, bool) or not isinstance(min_length, int) or min_length < 1:
+            raise ValueError(f"min_length must be a positive integer number of frames, got {min_length}")
+        self.height, self.width = int(height), int(width)
+        self.cycle_threshold, self.seed_stride, self.min_length = float(cycle_threshold), seed_stride, min_length
+        self.device = torch.device(device)
+        self._grid = seed_grid(self.height, self.width, stride=seed_stride, device=self.device)
+        self.frame = -1  # the frame the live points are at
+        self._at_frame = False  # add_frame done for self.frame, advance not yet
+        # Live tracks, in the order chaining keeps them: position, id (seeding order), label.
+        self._pos = torch.empty((0, 2), dtype=torch.float32, device=self.device)
+        self._id = torch.empty(0, dtype=torch.int64, device=self.device)
+        self._label = np.empty(0, dtype=np.uint8)
+        self._labelled = np.empty(0, dtype=bool)
+        self._next_id = 0
+        # Records since the last compaction, frame-major: ids and points of the live tracks at
+        # each frame, the ids seeded at each frame, and the tracks that ended (with labels).
+        self._rec_ids: list[np.ndarray] = []
+        self._rec_pos: list[np.ndarray] = []
+        self._rec_frames: list[int] = []
+        self._seeded: list[tuple[int, int]] = []  # (frame, count) for ids from self._hist_next_id on
+        self._ended: list[tuple[int, np.ndarray, np.ndarray]] = []  # (frame, ids, labels)
+        # Compacted history of the tracks that were live at the last compaction, sorted by id.
+        self._hist_ids = np.empty(0, dtype=np.int64)
+        self._hist_start = np.empty(0, dtype=np.int32)
+        self._hist_offsets = np.zeros(1, dtype=np.int64)
+        self._hist_points = np.empty((0, 2), dtype=np.float32)
+        self._hist_next_id = 0  # ids from here on were seeded after the last compaction
+
+    @property
+    def num_live(self) -> int:
+        return int(self._id.shape[0])
+
+    def add_frame(self, *, mask: np.ndarray | None = None) -> None:
+        """Move on to the next frame: seed it, record it, and label from `mask` (uint8 [H, W]) if given."""
+        if self._at_frame:
+            raise RuntimeError(f"add_frame: frame {self.frame} has not been advanced from yet; call advance() first")
+        self.frame += 1
+        self._at_frame = True
+        if self.frame == 0:
+            new = self._grid
+        else:
+            new = self._grid[~covered_cells(self._pos, height=self.height, width=self.width, stride=self.seed_stride)]
+        count = int(new.shape[0])
+        self._pos = torch.cat([self._pos, new])
+        self._id = torch.cat([self._id, torch.arange(self._next_id, self._next_id + count, device=self.device)])
+        self._next_id += count
+        self._seeded.append((self.frame, count))
+        self._label = np.concatenate([self._label, np.full(count, VOID, dtype=np.uint8)])
+        self._labelled = np.concatenate([self._labelled, np.zeros(count, dtype=bool)])
+        pos = self._pos.cpu().numpy()
+        self._rec_ids.append(self._id.cpu().numpy())
+        self._rec_pos.append(pos)  # shares the tensor's memory: live tensors are replaced, never written to
+        self._rec_frames.append(self.frame)
+        if mask is not None:
+            if mask.shape != (self.height, self.width):
+                raise ValueError(f"add_frame: mask of frame {self.frame} is {mask.shape}; expected {(self.height, self.width)}")
+            rows = np.flatnonzero(~self._labelled)
+            y, x = nearest_pixel(pos[rows], height=self.height, width=self.width)
+            self._label[rows] = mask[y, x]
+            self._labelled[rows] = True
+
+    def advance(self, forward: torch.Tensor, backward: torch.Tensor) -> None:
+        """Chain the live points one frame on: forward [2, H, W] maps this frame to the next,
+        backward [2, H, W] the next frame back to this one."""
+        if not self._at_frame:
+            raise RuntimeError(f"advance: expected add_frame() for frame {self.frame + 1} first")
+        expected = (2, self.height, self.width)
+        for name, f in (("forward", forward), ("backward", backward)):
+            if tuple(f.shape) != expected:
+                raise ValueError(f"advance: {name} flow of frame {self.frame} has shape {tuple(f.shape)}; expected {expected}")
+        nxt, keep, _ = cycle_step(
+            forward.to(self.device).float(), backward.to(self.device).float(), self._pos,
+            cycle_threshold=self.cycle_threshold,
+        )
+        keep_np = keep.cpu().numpy()
+        if not keep_np.all():
+            drop = ~keep_np
+            self._ended.append((self.frame, self._id.cpu().numpy()[drop], self._label[drop]))
+        self._pos, self._id = nxt[keep], self._id[keep]
+        self._label, self._labelled = self._label[keep_np], self._labelled[keep_np]
+        self._at_frame = False
+
+    def finished(self) -> TrackSet:
+        """The tracks that have ended since the last call (at least `min_length` frames long)."""
+        return self._compact()
+
+    def close(self) -> TrackSet:
+        """End every live track at the current frame; returns every track not yet handed out."""
+        if not self._at_frame:
+            raise RuntimeError(f"close: expected add_frame() for frame {self.frame + 1} first (a video ends on a frame)")
+        if self.num_live:
+            self._ended.append((self.frame, self._id.cpu().numpy(), self._label.copy()))
+        self._pos, self._id = self._pos[:0], self._id[:0]
+        self._label, self._labelled = self._label[:0], self._labelled[:0]
+        out = self._compact()
+        self._at_frame = False
+        return out
+
+    def _compact(self) -> TrackSet:
+        """Fold the records into the history; split off and return the tracks that have ended.
+
+        Local index of a track: its rank by id among the history's tracks (sorted by id) and
+        then those seeded since (ids from _hist_next_id on, consecutive). Every step is a
+        scatter into preallocated arrays; nothing is sorted except the ended tracks."""
+        n_hist = self._hist_ids.shape[0]
+        new_start = np.repeat(
+            np.array([f for f, _ in self._seeded], dtype=np.int32), [c for _, c in self._seeded]
+        )
+        n = n_hist + new_start.shape[0]
+        ids = np.concatenate([self._hist_ids, np.arange(self._hist_next_id, self._next_id, dtype=np.int64)])
+        start = np.concatenate([self._hist_start, new_start])
+
+        rec_counts = np.array([r.shape[0] for r in self._rec_ids], dtype=np.int64)
+        rec_ids = np.concatenate(self._rec_ids) if self._rec_ids else np.empty(0, np.int64)
+        rec_pos = np.concatenate(self._rec_pos) if self._rec_pos else np.empty((0, 2), np.float32)
+        rec_frame = np.repeat(np.array(self._rec_frames, dtype=np.int64), rec_counts)
+        first_rec = self._rec_frames[0] if self._rec_frames else self.frame + 1
+        self._rec_ids, self._rec_pos, self._rec_frames, self._seeded = [], [], [], []
+
+        loc = self._local(rec_ids, n_hist)
+        hist_len = np.zeros(n, dtype=np.int64)
+        hist_len[:n_hist] = np.diff(self._hist_offsets)
+        length = hist_len + np.bincount(loc, minlength=n)
+        offsets = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(length, out=offsets[1:])
+        points = np.empty((int(offsets[-1]), 2), dtype=np.float32)
+        # History points keep their order; each track's are followed by its new records.
+        p_hist = self._hist_points.shape[0]
+        shift = np.repeat(offsets[:n_hist] - self._hist_offsets[:-1], hist_len[:n_hist])
+        points[np.arange(p_hist) + shift] = self._hist_points
+        first_new = np.maximum(start.astype(np.int64), first_rec)  # first frame of each track's records
+        points[offsets[loc] + hist_len[loc] + rec_frame - first_new[loc]] = rec_pos
+        del rec_pos, rec_ids, rec_frame, loc, shift
+
+        ended = np.zeros(n, dtype=bool)
+        labels = np.full(n, VOID, dtype=np.uint8)
+        end_frame = np.full(n, -1, dtype=np.int64)
+        for frame, e_ids, e_labels in self._ended:
+            e_loc = self._local(e_ids, n_hist)
+            ended[e_loc], labels[e_loc], end_frame[e_loc] = True, e_labels, frame
+        self._ended = []
+
+        live = np.flatnonzero(~ended)
+        live_len = length[live]
+        self._hist_ids, self._hist_start = ids[live], start[live]
+        self._hist_offsets = np.zeros(live.shape[0] + 1, dtype=np.int64)
+        np.cumsum(live_len, out=self._hist_offsets[1:])
+        self._hist_points = points[ragged_ranges(offsets[live], live_len)]
+        self._hist_next_id = self._next_id
+
+        done = np.flatnonzero(ended & (length >= self.min_length))
+        done = done[np.lexsort((ids[done], end_frame[done]))]  # by last frame, then seeding order
+        out_len = length[done]
+        out_offsets = np.zeros(done.shape[0] + 1, dtype=np.int64)
+        np.cumsum(out_len, out=out_offsets[1:])
+        return TrackSet(
+            num_frames=self.frame + 1, start=start[done], offsets=out_offsets,
+            points=points[ragged_ranges(offsets[done], out_len)], labels=labels[done],
+        )
+
+    def _local(self, track_ids: np.ndarray, n_hist: int) -> np.ndarray:
+        old = track_ids < self._hist_next_id
+        return np.where(old, np.searchsorted(self._hist_ids, track_ids), n_hist + track_ids - self._hist_next_id)
+

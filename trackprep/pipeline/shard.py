@@ -26,6 +26,7 @@ from trackprep.core.segments import (
     MIN_VISIBLE, SEGMENT_LENGTH, SegmentPlan, plan_segments, segment_seed, select_segment_tracks, shard_ranges,
 )
 from trackprep.io import annotation_store as astore
+from trackprep.io.annotation_reader import VideoAnnotations, open_annotations
 from trackprep.io import schema
 from trackprep.io import segment_store as sstore
 from trackprep.io.faults import fault_point
@@ -89,26 +90,30 @@ class ShardResult:
     tracks_per_segment: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
-def _video_segments(video: astore.StoredVideo, starts: Sequence[int], cfg: ShardConfig) -> list[dict[str, Any]]:
+def _segment_rows(video: VideoAnnotations, s: int, cfg: ShardConfig) -> np.ndarray:
+    """Rows of the tracks segment s .. s + L - 1 keeps. Only tracks defined in the window can be
+    kept; they are passed in row order, so the draw equals that over all N rows."""
+    window = (s, s + cfg.length)
+    near = video.overlapping(frames=window)
+    picked = select_segment_tracks(
+        video.visible(near, frames=window), video.labels[near], n=cfg.tracks, fg_share=cfg.fg_share,
+        seed=segment_seed(cfg.seed, video.key, s), min_visible=cfg.min_visible,
+    )
+    return near[picked]
+
+
+def _video_segments(video: VideoAnnotations, starts: Sequence[int], cfg: ShardConfig) -> list[dict[str, Any]]:
     """The segments of one video that start at `starts`, as write_segments mappings.
 
-    visible and labels are read whole (N x T bools: small); tracks only for the rows and
-    frames some segment keeps, in one read, so each track chunk is decoded once per task.
+    Each segment's tracks are chosen from start/length/labels alone; points are read only for
+    the rows and frames some segment keeps, in one read, so each chunk is decoded once per task.
     """
     L = cfg.length
-    visible = np.asarray(video.visible[:], dtype=bool)
-    labels = np.asarray(video.labels[:], dtype=np.uint8)
-    rows_per = [
-        select_segment_tracks(visible[:, s : s + L], labels, n=cfg.tracks, fg_share=cfg.fg_share,
-                              seed=segment_seed(cfg.seed, video.key, s), min_visible=cfg.min_visible)
-        for s in starts
-    ]
+    labels = video.labels
+    rows_per = [_segment_rows(video, s, cfg) for s in starts]
     t0, t1 = min(starts), max(starts) + L
     union = np.unique(np.concatenate(rows_per)) if rows_per else np.zeros(0, np.int64)
-    if union.size:
-        tracks = np.asarray(video.tracks.get_orthogonal_selection((union, slice(t0, t1), slice(None))), np.float32)
-    else:
-        tracks = np.zeros((0, t1 - t0, 2), np.float32)
+    tracks, visible = video.dense(union, frames=(t0, t1))
     frames = np.asarray(video.frames[t0:t1])
     masks = np.asarray(video.masks[t0:t1])
     has_mask = np.asarray(video.has_mask[t0:t1], dtype=bool)
@@ -118,7 +123,7 @@ def _video_segments(video: astore.StoredVideo, starts: Sequence[int], cfg: Shard
         pos = np.searchsorted(union, rows)
         out.append(dict(
             frames=frames[a : a + L], masks=masks[a : a + L], has_mask=has_mask[a : a + L],
-            tracks=tracks[pos, a : a + L], visible=visible[rows, s : s + L], labels=labels[rows],
+            tracks=tracks[pos, a : a + L], visible=visible[pos, a : a + L], labels=labels[rows],
             video=video.key, start=s, track_ids=rows,
         ))
     return out
@@ -126,13 +131,13 @@ def _video_segments(video: astore.StoredVideo, starts: Sequence[int], cfg: Shard
 
 def run_shard_task(task: ShardTask) -> int:
     """Build and write one shard; returns the number of segments written."""
-    source = astore.open_store(task.config.store, mode="r")
+    source = open_annotations(task.config.store)
     segments: list[dict[str, Any]] = []
     pairs = list(zip(task.videos, task.starts))
     for key, group in groupby(pairs, key=lambda p: p[0]):
         starts = [s for _, s in group]
         try:
-            segments.extend(_video_segments(astore.read_video(source, key), starts, task.config))
+            segments.extend(_video_segments(source[key], starts, task.config))
         except Exception as exc:
             raise sstore.SegmentStoreError(f"shard: segments {starts} of {task.config.store}/{key}: {exc}") from exc
     try:
