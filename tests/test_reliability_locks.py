@@ -79,8 +79,8 @@ def test_a_video_locked_by_a_live_run_is_left_to_it_and_never_touched(synth, tmp
     try:
         summary = annotate(datasets=[("synthetic", synth)], out=out, config=ORACLE, scheduler="serial")
         assert sorted(r.key for r in summary.completed) == [VIDEOS[0], *VIDEOS[2:]]
-        assert [k for k, _ in summary.busy] == [VIDEOS[1]] and not summary.failed
-        assert f"pid {os.getpid()}" in summary.lines()[1]
+        assert [r.key for r in summary.left] == [VIDEOS[1]] and not summary.failed
+        assert f"{VIDEOS[1]}: another run is writing it (pid {os.getpid()} on" in summary.lines()[1]
         assert S.open_store(out)[VIDEOS[1]].attrs["marker"] == "other run's"  # ... and its group is untouched
     finally:
         other.close()
@@ -94,7 +94,7 @@ def test_a_dead_writers_lock_is_stale_on_its_host(synth, tmp_path):
     _write_lock(out, VIDEOS[0], pid=_dead_pid(), process_start=1.0)
     _write_lock(out, VIDEOS[1], process_start=1.0)  # this pid, but another process start time: a reused pid
     summary = annotate(datasets=[("synthetic", synth)], out=out, config=ORACLE, scheduler="serial")
-    assert len(summary.completed) == 4 and not summary.busy
+    assert len(summary.completed) == 4 and not summary.left
     assert S.complete_videos(S.open_store(out)) == VIDEOS
 
 
@@ -144,16 +144,34 @@ def test_heartbeat_keeps_a_lock_fresh_and_notices_a_takeover(tmp_path):
     assert not path.exists()
 
 
-def test_a_run_that_lost_its_lock_neither_writes_nor_records_a_failure(synth, tmp_path):
+def test_a_run_never_writes_or_marks_failed_a_video_another_run_holds(synth, tmp_path, monkeypatch):
     """The bug of the issue: the losing writer's record_failure deleted the winner's finished video."""
+    import psutil
+
+    from trackprep.pipeline import annotate as annotate_mod
+
     out = tmp_path / "A.zarr"
     annotate(datasets=[("synthetic", synth)], out=out, config=ORACLE, videos=[VIDEOS[0]], scheduler="serial")
     before = dict(S.open_store(out)[VIDEOS[0]].attrs)
-    _write_lock(out, VIDEOS[0], run="winner")
-    ctx = RunContext(store=str(out), config=ORACLE, lock_run="loser")
+    _write_lock(out, VIDEOS[0], run="winner", process_start=psutil.Process().create_time())  # alive
     task = VideoTask(dataset="synthetic", root=str(synth), video="scene000")
+    ctx = RunContext(store=str(out), config=ORACLE, lock_run="loser")
     result = annotate_video(task, ctx)
-    assert not result.ok and "taken over" in result.error
-    assert not _failed(task.key, "lost worker", ctx).ok
-    assert dict(S.open_store(out)[VIDEOS[0]].attrs) == before
-    assert validate_store(out) == []
+    assert result.status == "left" and result.ok and "another run is writing it" in result.error
+    assert not _failed(task.key, "lost worker", ctx).ok  # a lost worker's failure is not recorded either
+    assert dict(S.open_store(out)[VIDEOS[0]].attrs) == before and validate_store(out) == []
+
+    # Lost while writing (its heartbeat judged stale elsewhere): the video is neither completed nor marked failed.
+    task = VideoTask(dataset="synthetic", root=str(synth), video="scene001")
+    stream = annotate_mod._stream_video
+
+    def stream_then_lose_the_lock(*args, **kwargs):
+        writer = stream(*args, **kwargs)
+        _write_lock(out, task.key, run="winner", process_start=psutil.Process().create_time())
+        return writer
+
+    monkeypatch.setattr(annotate_mod, "_stream_video", stream_then_lose_the_lock)
+    result = annotate_video(task, ctx)
+    assert not result.ok and "lock on the video was taken over" in result.error
+    assert S.video_status(S.open_store(out), task.key) == "writing"  # left for the winner to replace
+    assert L.read_owner(L.lock_path(out, task.key)).run == "winner"

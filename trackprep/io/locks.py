@@ -29,7 +29,6 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,27 +273,24 @@ def check_lock(store: str | Path, key: str, *, run: str | None) -> None:
                             "leaving the video to that run")
 
 
-@dataclass(frozen=True)
-class Claim:
-    """What `claim_videos` decided for the videos a run planned to write."""
-
-    mine: tuple[str, ...]  # locked by this run: write them
-    busy: tuple[tuple[str, LockOwner], ...]  # another live run is writing them: left to it
-    done: tuple[str, ...]  # finished by another run between planning and locking
+_RUN_LOCKS: dict[tuple[str, str], VideoLocks] = {}
+_RUN_LOCKS_MUTEX = threading.Lock()
 
 
-def claim_videos(locks: VideoLocks, keys: Sequence[str], *, is_done: Callable[[str], bool]) -> Claim:
-    """Lock each video of `keys` for this run, in order. A video that another live run holds is
-    left to it; one that became complete before its lock was taken (`is_done`, checked under
-    the lock) is released again, so no video is written twice."""
-    mine, busy, done = [], [], []
-    for key in keys:
-        holder = locks.try_acquire(key)
-        if holder is not None:
-            busy.append((key, holder))
-        elif is_done(key):
-            locks.release(key)
-            done.append(key)
-        else:
-            mine.append(key)
-    return Claim(mine=tuple(mine), busy=tuple(busy), done=tuple(done))
+def run_locks(store: str | Path, *, run: str) -> VideoLocks:
+    """The locks run `run` holds on `store` in this process (a Dask worker, or the run's own
+    process): one VideoLocks, hence one heartbeat thread, shared by all of the run's tasks here."""
+    key = (str(Path(store).resolve()), run)
+    with _RUN_LOCKS_MUTEX:
+        locks = _RUN_LOCKS.get(key)
+        if locks is None:
+            locks = _RUN_LOCKS[key] = VideoLocks(key[0], run=run)
+        return locks
+
+
+def end_run(store: str | Path, *, run: str) -> None:
+    """Give back what run `run` still holds on `store` in this process and tidy the lock folder."""
+    with _RUN_LOCKS_MUTEX:
+        locks = _RUN_LOCKS.pop((str(Path(store).resolve()), run), None)
+    (locks or VideoLocks(store, run=run)).close()
+

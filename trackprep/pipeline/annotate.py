@@ -19,6 +19,7 @@ import dataclasses
 import json
 import threading
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from trackprep.io import locks as lock_io
 from trackprep.io import schema
 from trackprep.io.oserrors import os_error_line
 from trackprep.io.datasets import DatasetError, canonical_name, iter_frame_batches, open_dataset
-from trackprep.pipeline.plan import RunContext, Stage, VideoResult, VideoTask
+from trackprep.pipeline.plan import STATUS_LEFT, RunContext, Stage, VideoResult, VideoTask
 
 # Frame pairs per flow window (rounded up to the estimator's window_multiple). 16 pairs at
 # 320x576 are ~47 MB of forward and backward flow: enough to keep RAFT's batches full on a GPU,
@@ -186,13 +187,28 @@ def annotate_video(task: VideoTask, ctx: RunContext) -> VideoResult:
     """Annotate one video into the store (or record its failure there); never raises for a bad video."""
     root = store_io.open_store(ctx.store, mode="r+")
     timer = _Timer()
+    # One writer per video across runs: take the video's lock first (trackprep.io.locks).
+    locks = lock_io.run_locks(ctx.store, run=ctx.lock_run) if ctx.lock_run else None
+    if locks is not None:
+        holder = locks.try_acquire(task.key)
+        if holder is not None:
+            return VideoResult(key=task.key, status=STATUS_LEFT, error=f"another run is writing it ({holder.describe()})")
+        if store_io.video_status(root, task.key) == schema.STATUS_COMPLETE and not store_io.damaged_videos(root, keys=[task.key]):
+            locks.release(task.key)
+            return VideoResult(key=task.key, status=STATUS_LEFT, error="another run finished it meanwhile")
     try:
-        # Only the run holding the video's lock writes it (trackprep.io.locks); checked again
-        # before marking it complete, in case another run took the lock as stale meanwhile.
-        lock_io.check_lock(ctx.store, task.key, run=ctx.lock_run)
+        return _annotate_locked(task, ctx, root, timer)
+    finally:
+        if locks is not None:
+            locks.release(task.key)
+
+
+def _annotate_locked(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) -> VideoResult:
+    try:
         with task_threads(ctx.threads):
             writer = _stream_video(task, ctx, root, timer)
             with timer("write"):
+                # Still ours? Another run takes a lock whose heartbeat stopped (trackprep.io.locks).
                 lock_io.check_lock(ctx.store, task.key, run=ctx.lock_run)
                 writer.finish({
                     "dataset": task.dataset, "video": task.video, "source_root": task.root,
@@ -324,7 +340,6 @@ class AnnotateSummary:
     results: tuple[VideoResult, ...]
     skipped: tuple[str, ...]
     stopped_early: bool = False  # --strict stopped the run at its first failure
-    busy: tuple[tuple[str, str], ...] = ()  # (video, owner) another live run is writing: left to it
 
     @property
     def failed(self) -> tuple[VideoResult, ...]:
@@ -332,16 +347,21 @@ class AnnotateSummary:
 
     @property
     def completed(self) -> tuple[VideoResult, ...]:
-        return tuple(r for r in self.results if r.ok)
+        return tuple(r for r in self.results if r.status == schema.STATUS_COMPLETE)
+
+    @property
+    def left(self) -> tuple[VideoResult, ...]:
+        """Videos another run is writing, or finished first: left to it (not failures)."""
+        return tuple(r for r in self.results if r.status == STATUS_LEFT)
 
     def lines(self) -> list[str]:
         out = [
             f"{self.store}: {len(self.completed)} video(s) annotated, {len(self.skipped)} already complete, "
             f"{len(self.failed)} failed" + (" (stopped at the first failure: --strict)" if self.stopped_early else "")
         ]
-        if self.busy:
-            out.append(f"  {len(self.busy)} video(s) left to another run writing them now (rerun later to check): "
-                       + ", ".join(f"{k} ({owner})" for k, owner in self.busy))
+        if self.left:
+            out.append(f"  {len(self.left)} video(s) left to another run (rerun later to pick up what it leaves): "
+                       + "; ".join(f"{r.key}: {r.error}" for r in self.left))
         out += [f"  FAILED {r.key}: {r.error}" for r in self.failed]
         return out
 
@@ -373,23 +393,19 @@ def annotate(
     progress = progress or NullProgress()
     if log and plan.skipped:
         log(f"skipping {len(plan.skipped)} video(s) already complete in {plan.store}")
-    # One writer per video across runs: lock each video before computing it (trackprep.io.locks).
-    with lock_io.VideoLocks(plan.store) as locks:
-        root = store_io.open_store(plan.store, mode="r+")
-        claim = lock_io.claim_videos(locks, [t.key for t in plan.tasks],
-                                     is_done=lambda key: store_io.video_status(root, key) == schema.STATUS_COMPLETE
-                                     and not store_io.damaged_videos(root, keys=[key]))
-        tasks = tuple(t for t in plan.tasks if t.key in set(claim.mine))
-        skipped, busy = plan.skipped + claim.done, tuple((k, o.describe()) for k, o in claim.busy)
-        if log and busy:
-            log(f"leaving {len(busy)} video(s) to another run that is writing them")
-        if not tasks:
-            return AnnotateSummary(store=plan.store, results=(), skipped=skipped, busy=busy)
-        with make_executor(scheduler, workers=workers, config=config, num_tasks=len(tasks), log=log) as executor:
-            progress.start(total=len(tasks), keys=[t.key for t in tasks], stages=[s.name for s in STAGES])
+    if not plan.tasks:
+        return AnnotateSummary(store=plan.store, results=(), skipped=plan.skipped)
+    # Each task locks its video when it starts (trackprep.io.locks), so runs started together on
+    # one store share its videos; this token tells this run's tasks from another run's.
+    run = uuid.uuid4().hex
+    try:
+        with make_executor(scheduler, workers=workers, config=config, num_tasks=len(plan.tasks), log=log) as executor:
+            progress.start(total=len(plan.tasks), keys=[t.key for t in plan.tasks], stages=[s.name for s in STAGES])
             try:
-                ctx = dataclasses.replace(plan.context_for(executor.threads_per_task), lock_run=locks.run)
-                results, stopped = executor.run(tasks, STAGES, ctx, progress=progress, strict=strict)
+                ctx = dataclasses.replace(plan.context_for(executor.threads_per_task), lock_run=run)
+                results, stopped = executor.run(plan.tasks, STAGES, ctx, progress=progress, strict=strict)
             finally:
                 progress.close()
-    return AnnotateSummary(store=plan.store, results=tuple(results), skipped=skipped, stopped_early=stopped, busy=busy)
+    finally:
+        lock_io.end_run(plan.store, run=run)
+    return AnnotateSummary(store=plan.store, results=tuple(results), skipped=plan.skipped, stopped_early=stopped)

@@ -35,10 +35,15 @@ class RunContext:
     lock_run: str | None = None  # the run whose video locks (trackprep.io.locks) allow writing
 
 
+# Status of a video another live run is writing (it holds the video's lock, trackprep.io.locks),
+# or that another run finished after this one planned it: left to that run, not a failure.
+STATUS_LEFT = "left"
+
+
 @dataclass(frozen=True)
 class VideoResult:
     key: str
-    status: str  # schema.STATUS_COMPLETE or schema.STATUS_FAILED
+    status: str  # schema.STATUS_COMPLETE, schema.STATUS_FAILED or STATUS_LEFT
     error: str | None = None
     num_frames: int = 0
     num_tracks: int = 0
@@ -47,7 +52,8 @@ class VideoResult:
 
     @property
     def ok(self) -> bool:
-        return self.status == schema.STATUS_COMPLETE
+        """Not failed: complete, or left to another run."""
+        return self.status != schema.STATUS_FAILED
 
 
 @dataclass(frozen=True)
