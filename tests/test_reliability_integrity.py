@@ -192,3 +192,12 @@ def test_a_changed_segment_file_is_found_by_quick_validate_and_rewritten_by_a_re
     assert code == 0 and "redoing 1 damaged shard(s)" in out
     assert validate_store(s, quick=True) == [] and validate_store(s) == []
     _segments_equal(s, stores / "S.zarr")
+
+
+def test_the_trainers_reader_refuses_a_segment_whose_file_is_missing(stores, tmp_path):
+    s = _copy(stores, "S.zarr", tmp_path)
+    gone = _deleted(_first_file(s / "segments" / "frames" / "c"))  # the file of segments 0 and 1
+    reader = G.SegmentReader(s)
+    with pytest.raises(G.SegmentStoreError, match=rf"^{gone}: frames file of segments 0..1 missing"):
+        reader.read(1)
+    np.testing.assert_array_equal(reader.read(2)["frames"], G.SegmentReader(stores / "S.zarr").read(2)["frames"])

@@ -296,64 +296,65 @@ def write_segments(root: zarr.Group | str | os.PathLike, first: int, segments: S
     g[schema.SEG_VIDEO.name][sel] = videos
     g[schema.SEG_START.name][sel] = starts
     fault_point("shard:segments-written")
-    _record_crcs(g, range(first // _shard_rows(g), (first + k - 1) // _shard_rows(g) + 1))
+    record = _ShardRecord(g)
+    record.record(range(first // record.rows, (first + k - 1) // record.rows + 1))
     g[DONE][sel] = True  # last: a crash before this line leaves the segments to be redone
 
 
-def _shard_rows(g: zarr.Group) -> int:
-    return int(g[DONE].chunks[0])
+class _ShardRecord:
+    """The files holding each shard of a segment store, and the CRC-32s their writer recorded
+    (the `chunk_crc32` row of the shard, columns in _CHECKED order)."""
 
+    def __init__(self, g: zarr.Group) -> None:
+        self.arrays = [(spec.name, g[spec.name]) for spec in _CHECKED]
+        self.crc = g[CRC] if CRC in g else None  # None: a store made before checksums were recorded
+        self.rows, self.size = int(g[DONE].chunks[0]), int(g[DONE].shape[0])
+        self.local = integrity.local_path(g) is not None
 
-def _shard_files(g: zarr.Group, shard: int) -> list[tuple[str, Path | None]]:
-    """(array name, file) of each file holding segments of `shard`, in CRC column order."""
-    out = []
-    for spec in _CHECKED:
-        arr = g[spec.name]
-        folder = integrity.local_path(arr)
-        key = integrity.chunk_key(arr, (shard,) + (0,) * (arr.ndim - 1))
-        out.append((spec.name, None if folder is None else folder / key))
-    return out
+    def files(self, k: int) -> list[tuple[str, Path | None]]:
+        out = []
+        for name, arr in self.arrays:
+            folder = integrity.local_path(arr)
+            key = integrity.chunk_key(arr, (k,) + (0,) * (arr.ndim - 1))
+            out.append((name, None if folder is None else folder / key))
+        return out
 
+    def record(self, shards: range) -> None:
+        if self.crc is None:
+            return
+        for k in shards:
+            self.crc[k] = [integrity.file_crc32(f) if f is not None and f.is_file() else _NOT_WRITTEN
+                           for _, f in self.files(k)]
 
-def _record_crcs(g: zarr.Group, shards: range) -> None:
-    if CRC not in g:  # a store made before checksums were recorded
-        return
-    for k in shards:
-        g[CRC][k] = [integrity.file_crc32(f) if f is not None and f.is_file() else _NOT_WRITTEN
-                     for _, f in _shard_files(g, k)]
-
-
-def _shard_damage(root: zarr.Group, k: int, *, checksums: bool) -> list[str]:
-    """What is wrong with the files of shard `k` (written segments), one line per file."""
-    g = root[schema.SEGMENTS_GROUP]
-    rows, n = _shard_rows(g), g[DONE].shape[0]
-    segs = f"segments {k * rows}..{min(n, (k + 1) * rows) - 1}"
-    crcs = np.asarray(g[CRC][k])
-    if (crcs == _NO_RECORD).all():
-        folder = integrity.local_path(g[CRC])
-        where = folder / integrity.chunk_key(g[CRC], (k, 0)) if folder else store_location(root)
-        return [f"{where}: checksum record of {segs} missing; expected one for every written shard"]
-    problems = []
-    for (name, f), crc in zip(_shard_files(g, k), crcs):
-        if f is None or crc == _NOT_WRITTEN:
-            continue
-        if not f.is_file():
-            problems.append(f"{f}: {name} file of {segs} missing; expected the data written there "
-                            "(zarr would read it as fill values)")
-        elif checksums and integrity.file_crc32(f) != crc:
-            problems.append(f"{f}: {name} file of {segs} changed since it was written (CRC-32 differs)")
-    return problems
+    def damage(self, k: int, crcs: np.ndarray, *, checksums: bool) -> list[str]:
+        """What is wrong with the files of shard `k` (holding written segments), one line per file."""
+        segs = f"segments {k * self.rows}..{min(self.size, (k + 1) * self.rows) - 1}"
+        if (crcs == _NO_RECORD).all():
+            folder = integrity.local_path(self.crc)
+            where = folder / integrity.chunk_key(self.crc, (k, 0)) if folder else self.crc.store_path
+            return [f"{where}: checksum record of {segs} missing; expected one for every written shard"]
+        problems = []
+        for (name, f), crc in zip(self.files(k), crcs):
+            if f is None or crc == _NOT_WRITTEN:
+                continue
+            if not f.is_file():
+                problems.append(f"{f}: {name} file of {segs} missing; expected the data written there "
+                                "(zarr would read it as fill values)")
+            elif checksums and integrity.file_crc32(f) != crc:
+                problems.append(f"{f}: {name} file of {segs} changed since it was written (CRC-32 differs)")
+        return problems
 
 
 def damaged_shards(root: zarr.Group, *, checksums: bool = True) -> dict[int, list[str]]:
     """shard index -> what is wrong (one line per file, naming it) for each shard holding written
     segments whose files are missing or (with `checksums`) changed since they were written.
     {} for a sound store, one made before checksums were recorded, or one not on a local disk."""
-    g = root[schema.SEGMENTS_GROUP]
-    if CRC not in g or g[DONE].shape[0] == 0 or integrity.local_path(g) is None:
+    record = _ShardRecord(root[schema.SEGMENTS_GROUP])
+    if record.crc is None or record.size == 0 or not record.local:
         return {}
-    written = np.unique(np.flatnonzero(done_flags(root)) // _shard_rows(g))
-    return {int(k): p for k in written if (p := _shard_damage(root, int(k), checksums=checksums))}
+    crcs = np.asarray(record.crc[:])
+    written = np.unique(np.flatnonzero(done_flags(root)) // record.rows)
+    return {int(k): p for k in written if (p := record.damage(int(k), crcs[k], checksums=checksums))}
 
 
 def shard_problems(root: zarr.Group, *, checksums: bool = True) -> list[str]:
@@ -491,9 +492,9 @@ class SegmentReader:
                 f"{self.path}: incomplete segment store ({int(done.sum())} of {done.size} segments written); "
                 "rerun `trackprep shard` with the same arguments to finish it"
             )
-        self._root = root
-        g = self._group = root[schema.SEGMENTS_GROUP]
+        g = root[schema.SEGMENTS_GROUP]
         self._done = done_flags(root)
+        self._record, self._crcs = _ShardRecord(g), {}  # CRC rows read as their shards are first read
         self.attrs: dict = dict(root.attrs)
         self._arrays = {spec.name: g[spec.name] for spec in _PER_SEGMENT}
         self.num_tracks = np.asarray(g[schema.SEG_NUM_TRACKS.name][:], dtype=np.int32)
@@ -516,12 +517,12 @@ class SegmentReader:
 
     def read(self, index: int, *, verify: bool = False) -> dict[str, Any]:
         """One segment as numpy arrays keyed by the schema names (tracks always float32).
-        `verify`: first check that the files holding it are there and unchanged (SegmentStoreError)."""
+        Its files must be there (SegmentStoreError naming a missing one); `verify`: and unchanged
+        since they were written (reads them once more, for their CRC-32)."""
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -self._len <= index < self._len:
             raise IndexError(f"{self.path}: segment index {index!r} out of range for {self._len} segments")
         i = int(index) % self._len
-        if verify:
-            self._verify(i)
+        self._check_files(i, checksums=verify)
         # One gather over all arrays: their (index, chunk) reads and decodes overlap instead of
         # paying zarr's per-call round trip through its event loop once per array.
         values = zarr_sync(self._read_arrays(i))
@@ -532,11 +533,18 @@ class SegmentReader:
         out["start"] = int(self.starts[i])
         return out
 
-    def _verify(self, i: int) -> None:
-        if CRC in self._group and integrity.local_path(self._group) is not None and self._done[i]:
-            problems = _shard_damage(self._root, i // _shard_rows(self._group), checksums=True)
-            if problems:
-                raise SegmentStoreError(f"{problems[0]}; `trackprep validate {self.path}` lists every damaged file")
+    def _check_files(self, i: int, *, checksums: bool) -> None:
+        """The files holding segment i are there (and, with `checksums`, unchanged): one stat per
+        array, so a deleted file is an error naming it, never a segment of fill values."""
+        record = self._record
+        if record.crc is None or not record.local or not self._done[i]:
+            return
+        k = i // record.rows
+        if k not in self._crcs:
+            self._crcs[k] = np.asarray(record.crc[k])
+        problems = record.damage(k, self._crcs[k], checksums=checksums)
+        if problems:
+            raise SegmentStoreError(f"{problems[0]}; `trackprep validate {self.path}` lists every damaged file")
 
     async def _read_arrays(self, i: int) -> list[np.ndarray]:
         return await asyncio.gather(*(arr.async_array.getitem(i) for arr in self._arrays.values()))
