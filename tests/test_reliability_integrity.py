@@ -201,3 +201,12 @@ def test_the_trainers_reader_refuses_a_segment_whose_file_is_missing(stores, tmp
     with pytest.raises(G.SegmentStoreError, match=rf"^{gone}: frames file of segments 0..1 missing"):
         reader.read(1)
     np.testing.assert_array_equal(reader.read(2)["frames"], G.SegmentReader(stores / "S.zarr").read(2)["frames"])
+
+
+def test_annotate_on_a_store_with_unreadable_metadata_says_which_file_and_what_to_do(stores, tmp_path):
+    a = _copy(stores, "A.zarr", tmp_path)
+    broken = _garbage(a / VIDEO / "zarr.json")
+    code, out = _run("annotate", "--dataset", "synthetic", "--root", stores / "synth", "--out", a,
+                     "--flow", "oracle", "--size", "32x48", "--scheduler", "serial", "--quiet")
+    line = _error_line(out)
+    assert code == 2 and f"{broken}: not UTF-8 text" in line and "delete the folder of the video" in line
