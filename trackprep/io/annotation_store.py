@@ -48,10 +48,11 @@ STATUS_WRITING = "writing"
 ATTR_WRITER = "writer"
 
 # Points per chunk (one coordinate per chunk: x and y are separate chunks, so the delta
-# filter differences consecutive x's and consecutive y's): 4 MiB of int32 each. Tracks
-# (start, length, labels) per chunk likewise. Writers append whole chunks only.
-POINTS_PER_CHUNK = 1 << 20
-TRACKS_PER_CHUNK = 1 << 20
+# filter differences consecutive x's and consecutive y's): 1 MiB of int32 each, which
+# compresses as well as 4 MiB and keeps the writer's buffer (one chunk of rows) small; tracks
+# (start, length, labels) per chunk: 256 KiB of int32. Writers append whole chunks only.
+POINTS_PER_CHUNK = 1 << 18
+TRACKS_PER_CHUNK = 1 << 16
 
 # Points are stored quantised to 1/64 px: max error 1/128 px, two orders of magnitude below
 # any optical flow's accuracy (RAFT's end-point error on Sintel is ~1 px) and the 1.5 px cycle
@@ -225,7 +226,7 @@ class _Appender:
         if count == 0:
             return
         data = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        rest = data[count:]
+        rest = data[count:].copy()  # a copy: a view would keep all of `data` alive
         self.pending, self.pending_rows = ([rest] if rest.shape[0] else []), int(rest.shape[0])
         self.array.resize((self.written + count, *self.array.shape[1:]))
         self.array[self.written : self.written + count] = data[:count]

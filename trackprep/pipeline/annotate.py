@@ -187,10 +187,13 @@ def annotate_video(task: VideoTask, ctx: RunContext) -> VideoResult:
     try:
         with task_threads(ctx.threads):
             writer = _stream_video(task, ctx, root, timer)
+            import torch
+
             with timer("write"):
                 writer.finish({
                     "dataset": task.dataset, "video": task.video, "source_root": task.root,
                     "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+                    "torch_threads": torch.get_num_threads(),  # what this task's chaining ran with
                 })
     except Exception as exc:  # isolate the failure to this video
         error = f"{timer.part}: {_one_line(exc)}"
