@@ -38,6 +38,7 @@ warnings.filterwarnings("ignore", message=_NUMCODECS_WARNING)
 import trackprep
 from trackprep.core.types import Clip, TrackSet
 from trackprep.io import schema
+from trackprep.io.frame_codecs import DEFAULT_JPEG_QUALITY, frame_codecs
 
 ATTR_CONFIG_HASH = "config_hash"
 ATTR_FINGERPRINT = "config_fingerprint"  # the result-affecting settings hashed into config_hash
@@ -74,7 +75,7 @@ class StoreError(Exception):
 
 
 def _image_codec() -> BloscCodec:
-    # Lossless: frames and masks are ground truth for training and evaluation.
+    # Masks are always lossless (object ids); frames by default too (trackprep.io.frame_codecs).
     return BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle")
 
 
@@ -240,7 +241,10 @@ class VideoWriter:
     other writer has taken the video over meanwhile.
     """
 
-    def __init__(self, root: zarr.Group, key: str, *, num_frames: int, height: int, width: int) -> None:
+    def __init__(
+        self, root: zarr.Group, key: str, *, num_frames: int, height: int, width: int,
+        frames_codec: str = "lossless", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    ) -> None:
         self.root, self.key = root, key
         self.num_frames, self.height, self.width = int(num_frames), int(height), int(width)
         self.token = uuid.uuid4().hex
@@ -250,7 +254,7 @@ class VideoWriter:
         self.group = group
         self.frames = group.create_array(
             schema.FRAMES.name, shape=(t, h, w, 3), chunks=(1, h, w, 3), dtype=schema.FRAMES.dtype,
-            compressors=_image_codec(), dimension_names=schema.FRAMES.dims,
+            dimension_names=schema.FRAMES.dims, **frame_codecs(frames_codec, quality=jpeg_quality),
         )
         self.masks = group.create_array(
             schema.MASKS.name, shape=(t, h, w), chunks=(1, h, w), dtype=schema.MASKS.dtype,
@@ -322,13 +326,15 @@ class VideoWriter:
 
 
 def write_video(
-    root: zarr.Group, key: str, clip: Clip, tracks: TrackSet, *, attrs: dict[str, Any] | None = None
+    root: zarr.Group, key: str, clip: Clip, tracks: TrackSet, *, attrs: dict[str, Any] | None = None,
+    frames_codec: str = "lossless", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
 ) -> None:
     """Write one video held in memory (a clip and its tracks) in one go; see VideoWriter."""
     if tracks.num_frames != clip.num_frames:
         raise ValueError(f"{key}: tracks cover {tracks.num_frames} frames, the clip has {clip.num_frames}")
     h, w = clip.size
-    writer = VideoWriter(root, key, num_frames=clip.num_frames, height=h, width=w)
+    writer = VideoWriter(root, key, num_frames=clip.num_frames, height=h, width=w, frames_codec=frames_codec,
+                         jpeg_quality=jpeg_quality)
     writer.write_frames(0, clip.frames, clip.masks, clip.has_mask)
     writer.add_tracks(tracks)
     writer.finish(attrs)

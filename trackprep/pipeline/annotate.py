@@ -159,7 +159,9 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
         if writer is None:
             h, w = batch.frames.shape[1:3]
             with timer("write"):
-                writer = store_io.VideoWriter(root, task.key, num_frames=total, height=h, width=w)
+                frames_cfg = ctx.config["frames"]
+                writer = store_io.VideoWriter(root, task.key, num_frames=total, height=h, width=w,
+                                              frames_codec=frames_cfg["codec"], jpeg_quality=frames_cfg["jpeg_quality"])
             chainer = TrackChainer(
                 height=h, width=w, cycle_threshold=tracks_cfg["cycle_threshold"],
                 seed_stride=tracks_cfg["seed_stride"], min_length=tracks_cfg["min_track_length"],
