@@ -39,6 +39,12 @@ DEFAULTS: dict[str, Any] = {
         # half the tracks of a DAVIS video at stride 1), and DINO-Tracker drops them too.
         "min_track_length": 2,
     },
+    "frames": {
+        # How the annotation store keeps frames: "lossless" (Blosc zstd) or "jpeg" at jpeg_quality
+        # (benchmarks/bench_long_video.py --frames: size and PSNR on DAVIS).
+        "codec": "lossless",
+        "jpeg_quality": 95,
+    },
     "shard": {
         # Track4Gen Sec. 4.1: SVD is fine-tuned on 24-frame clips (xt variant).
         "segment_length": 24,
@@ -63,6 +69,8 @@ ANNOTATION_RESULT_KEYS: tuple[tuple[str, ...], ...] = (
     ("tracks", "cycle_threshold"),
     ("tracks", "seed_stride"),
     ("tracks", "min_track_length"),
+    ("frames", "codec"),
+    ("frames", "jpeg_quality"),
 )
 
 # Flow options that only one backend reads: left out of other backends' fingerprints.
@@ -71,6 +79,7 @@ _BACKEND_OF_KEY = {"raft_model": "raft", "raft_weights": "raft", "iters": "raft"
 FLOW_BACKENDS = ("raft", "dis", "oracle")
 RAFT_MODELS = ("large", "small")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
+FRAME_CODECS = ("lossless", "jpeg")  # trackprep.io.frame_codecs (not imported here: it needs zarr)
 
 
 class ConfigError(ValueError):
@@ -139,6 +148,10 @@ def _check(config: dict, *, source: str) -> dict:
            "tracks.seed_stride", tracks["seed_stride"], "a positive integer")
     expect(is_int(tracks["min_track_length"]) and tracks["min_track_length"] >= 1,
            "tracks.min_track_length", tracks["min_track_length"], "a positive integer number of frames")
+    frames = config["frames"]
+    expect(frames["codec"] in FRAME_CODECS, "frames.codec", frames["codec"], f"one of {list(FRAME_CODECS)}")
+    expect(is_int(frames["jpeg_quality"]) and 1 <= frames["jpeg_quality"] <= 100,
+           "frames.jpeg_quality", frames["jpeg_quality"], "an integer in 1..100")
     expect(is_int(shard["segment_length"]) and shard["segment_length"] >= 2,
            "shard.segment_length", shard["segment_length"], "an integer >= 2")
     expect(is_int(shard["tracks_per_segment"]) and shard["tracks_per_segment"] >= 1,
@@ -210,6 +223,8 @@ def annotation_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
     for path in ANNOTATION_RESULT_KEYS:
         if path[0] == "flow" and _BACKEND_OF_KEY.get(path[1], backend) != backend:
             continue
+        if path == ("frames", "jpeg_quality") and config["frames"]["codec"] != "jpeg":
+            continue  # read only by the JPEG codec
         value: Any = config
         for part in path:
             value = value[part]

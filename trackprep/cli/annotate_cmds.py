@@ -112,6 +112,8 @@ def register(app: typer.Typer) -> None:
         seed_stride: Optional[int] = typer.Option(None, "--seed-stride", help="Seed a track every N pixels (default 1)."),
         min_track_length: Optional[int] = typer.Option(
             None, "--min-track-length", help="Store only tracks of at least N frames (default 2)."),
+        frames_codec: Optional[str] = typer.Option(None, "--frames-codec", help="lossless (default) or jpeg."),
+        jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", help="JPEG quality 1..100 (default 95)."),
         cycle_threshold: Optional[float] = typer.Option(None, "--cycle-threshold", help="Forward-backward error limit in px (default 1.5)."),
         scheduler: str = typer.Option("local", "--scheduler", help="local (threads in this process, one video per core), processes (a LocalCluster of worker processes), serial, or the ADDRESS of a running Dask scheduler (prints its dashboard link)."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Videos at a time for local/processes (default: one per core, within memory)."),
@@ -126,6 +128,7 @@ def register(app: typer.Typer) -> None:
                      "batch_size": batch_size, "device": device, "dis_preset": dis_preset},
             "tracks": {"seed_stride": seed_stride, "cycle_threshold": cycle_threshold,
                        "min_track_length": min_track_length},
+            "frames": {"codec": frames_codec, "jpeg_quality": jpeg_quality},
         }
         code = run_annotate(
             datasets=dataset, roots=root, out=out, config_path=config, overrides=overrides,

@@ -63,6 +63,8 @@ def register(app: typer.Typer) -> None:
         tracks_dtype: str = typer.Option("float32", "--tracks-dtype", help="float32, or float16 to halve track bytes."),
         segments_per_shard: int = typer.Option(DEFAULT_SEGMENTS_PER_SHARD, "--segments-per-shard",
                                                help="Segments per shard file (and per parallel task)."),
+        frames_codec: Optional[str] = typer.Option(None, "--frames-codec", help="lossless (default) or jpeg."),
+        jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", help="JPEG quality 1..100 (default 95)."),
         scheduler: str = typer.Option("local", "--scheduler",
                                       help="local (threads in this process), processes (a LocalCluster of worker "
                                            "processes), serial, or the ADDRESS of a running Dask scheduler (as for annotate)."),
@@ -74,11 +76,14 @@ def register(app: typer.Typer) -> None:
 
         try:
             # The defaults, and a --config file, come from trackprep.config like annotate's; flags override them.
-            cfg = resolve_config(path=config, overrides={"shard": {
-                "segment_length": length, "tracks_per_segment": tracks, "fg_share": fg_share, "seed": seed}})["shard"]
+            resolved = resolve_config(path=config, overrides={"shard": {
+                "segment_length": length, "tracks_per_segment": tracks, "fg_share": fg_share, "seed": seed},
+                "frames": {"codec": frames_codec, "jpeg_quality": jpeg_quality}})
+            cfg, frames_cfg = resolved["shard"], resolved["frames"]
             length = cfg["segment_length"]
             result = shard(store, out, length=length, stride=stride, tracks=cfg["tracks_per_segment"],
-                           fg_share=cfg["fg_share"], seed=cfg["seed"],
+                           fg_share=cfg["fg_share"], seed=cfg["seed"], frames_codec=frames_cfg["codec"],
+                           jpeg_quality=frames_cfg["jpeg_quality"],
                            tracks_dtype=tracks_dtype, segments_per_shard=segments_per_shard, scheduler=scheduler,
                            workers=workers, overwrite=overwrite, log=lambda line: typer.echo(line, err=True))
         except (StoreError, SegmentStoreError, OSError, ValueError) as exc:

@@ -236,6 +236,7 @@ class TrackChainer:
         p_hist = self._hist_points.shape[0]
         shift = np.repeat(offsets[:n_hist] - self._hist_offsets[:-1], hist_len[:n_hist])
         points[np.arange(p_hist) + shift] = self._hist_points
+        self._hist_points = None  # free it before the new history is gathered
         first_new = np.maximum(start.astype(np.int64), first_rec)  # first frame of each track's records
         points[offsets[loc] + hist_len[loc] + rec_frame - first_new[loc]] = rec_pos
         del rec_pos, rec_ids, rec_frame, loc, shift

@@ -38,6 +38,7 @@ warnings.filterwarnings("ignore", message=_NUMCODECS_WARNING)
 import trackprep
 from trackprep.core.types import Clip, TrackSet
 from trackprep.io import integrity, schema
+from trackprep.io.frame_codecs import DEFAULT_JPEG_QUALITY, frame_codecs
 
 ATTR_CONFIG_HASH = "config_hash"
 ATTR_FINGERPRINT = "config_fingerprint"  # the result-affecting settings hashed into config_hash
@@ -48,10 +49,11 @@ STATUS_WRITING = "writing"
 ATTR_WRITER = "writer"
 
 # Points per chunk (one coordinate per chunk: x and y are separate chunks, so the delta
-# filter differences consecutive x's and consecutive y's): 4 MiB of int32 each. Tracks
-# (start, length, labels) per chunk likewise. Writers append whole chunks only.
-POINTS_PER_CHUNK = 1 << 20
-TRACKS_PER_CHUNK = 1 << 20
+# filter differences consecutive x's and consecutive y's): 1 MiB of int32 each, which
+# compresses as well as 4 MiB and keeps the writer's buffer (one chunk of rows) small; tracks
+# (start, length, labels) per chunk: 256 KiB of int32. Writers append whole chunks only.
+POINTS_PER_CHUNK = 1 << 18
+TRACKS_PER_CHUNK = 1 << 16
 
 # Points are stored quantised to 1/64 px: max error 1/128 px, two orders of magnitude below
 # any optical flow's accuracy (RAFT's end-point error on Sintel is ~1 px) and the 1.5 px cycle
@@ -73,7 +75,7 @@ class StoreError(Exception):
 
 
 def _image_codec() -> BloscCodec:
-    # Lossless: frames and masks are ground truth for training and evaluation.
+    # Masks are always lossless (object ids); frames by default too (trackprep.io.frame_codecs).
     return BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle")
 
 
@@ -233,7 +235,7 @@ class _Appender:
         if count == 0:
             return
         data = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        rest = data[count:]
+        rest = data[count:].copy()  # a copy: a view would keep all of `data` alive
         self.pending, self.pending_rows = ([rest] if rest.shape[0] else []), int(rest.shape[0])
         self.array.resize((self.written + count, *self.array.shape[1:]))
         self.array[self.written : self.written + count] = data[:count]
@@ -247,7 +249,10 @@ class VideoWriter:
     other writer has taken the video over meanwhile.
     """
 
-    def __init__(self, root: zarr.Group, key: str, *, num_frames: int, height: int, width: int) -> None:
+    def __init__(
+        self, root: zarr.Group, key: str, *, num_frames: int, height: int, width: int,
+        frames_codec: str = "lossless", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    ) -> None:
         self.root, self.key = root, key
         self.num_frames, self.height, self.width = int(num_frames), int(height), int(width)
         self.token = uuid.uuid4().hex
@@ -257,7 +262,7 @@ class VideoWriter:
         self.group = group
         self.frames = group.create_array(
             schema.FRAMES.name, shape=(t, h, w, 3), chunks=(1, h, w, 3), dtype=schema.FRAMES.dtype,
-            compressors=_image_codec(), dimension_names=schema.FRAMES.dims,
+            dimension_names=schema.FRAMES.dims, **frame_codecs(frames_codec, quality=jpeg_quality),
         )
         self.masks = group.create_array(
             schema.MASKS.name, shape=(t, h, w), chunks=(1, h, w), dtype=schema.MASKS.dtype,
@@ -332,13 +337,15 @@ class VideoWriter:
 
 
 def write_video(
-    root: zarr.Group, key: str, clip: Clip, tracks: TrackSet, *, attrs: dict[str, Any] | None = None
+    root: zarr.Group, key: str, clip: Clip, tracks: TrackSet, *, attrs: dict[str, Any] | None = None,
+    frames_codec: str = "lossless", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
 ) -> None:
     """Write one video held in memory (a clip and its tracks) in one go; see VideoWriter."""
     if tracks.num_frames != clip.num_frames:
         raise ValueError(f"{key}: tracks cover {tracks.num_frames} frames, the clip has {clip.num_frames}")
     h, w = clip.size
-    writer = VideoWriter(root, key, num_frames=clip.num_frames, height=h, width=w)
+    writer = VideoWriter(root, key, num_frames=clip.num_frames, height=h, width=w, frames_codec=frames_codec,
+                         jpeg_quality=jpeg_quality)
     writer.write_frames(0, clip.frames, clip.masks, clip.has_mask)
     writer.add_tracks(tracks)
     writer.finish(attrs)

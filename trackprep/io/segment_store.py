@@ -39,6 +39,7 @@ from zarr.abc.store import Store as StoreLike
 from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.core.sync import sync as zarr_sync
 
+from trackprep.io.frame_codecs import DEFAULT_JPEG_QUALITY, frame_codecs
 from trackprep import __version__
 from trackprep.core.types import VOID
 from trackprep.io import integrity, schema
@@ -65,7 +66,7 @@ _CHECKED = _PER_SEGMENT + _INDEX  # the arrays whose files chunk_crc32 records, 
 # value, which zstd shrinks many times over.
 _FAST = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 _SMALL = ZstdCodec(level=3)
-_CODECS = {"frames": _FAST, "tracks": _FAST}
+_CODECS = {"tracks": _FAST}  # frames: trackprep.io.frame_codecs (lossless: _FAST)
 
 
 class SegmentStoreError(ValueError):
@@ -111,9 +112,12 @@ def create_segment_store(
     overwrite: bool = False,
     tracks_dtype: str = "float32",
     segments_per_shard: int = DEFAULT_SEGMENTS_PER_SHARD,
+    frames_codec: str = "lossless",
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
 ) -> zarr.Group:
     """Create an empty segment store and return its root group: `num_segments` segments, or one
-    per (video, start) of `videos` / `starts`, whose index is then written with it.
+    per (video, start) of `videos` / `starts`, whose index is then written with it. Frames are
+    kept losslessly (LZ4) or as JPEG at `jpeg_quality` (trackprep.io.frame_codecs).
 
     `config` is the full resolved configuration that produces the store (recorded in the
     root attributes). Raises FileExistsError if `path` exists and `overwrite` is False, or if
@@ -157,13 +161,15 @@ def create_segment_store(
              "visible": (n, L), "labels": (n,), "track_ids": (n,)}
     fills = {"tracks": np.nan, "labels": VOID, "track_ids": -1}
     shard_rows = max(1, min(spp, s))
+    frames = frame_codecs(frames_codec, quality=jpeg_quality, lossless=[_FAST])
     for spec in _PER_SEGMENT:
         dtype = tracks_dtype if spec is schema.SEG_TRACKS else spec.dtype
+        codecs = frames if spec is schema.SEG_FRAMES else {"compressors": [_CODECS.get(spec.name, _SMALL)]}
         g.create_array(
             spec.name, shape=(s, *inner[spec.name]), dtype=dtype,
             chunks=(1, *inner[spec.name]), shards=(shard_rows, *inner[spec.name]),
-            compressors=[_CODECS.get(spec.name, _SMALL)], fill_value=fills.get(spec.name, 0),
-            dimension_names=spec.dims, attributes={"meaning": spec.meaning},
+            fill_value=fills.get(spec.name, 0), dimension_names=spec.dims, attributes={"meaning": spec.meaning},
+            **codecs,
         )
     for spec in _INDEX:
         g.create_array(

@@ -162,7 +162,9 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
         if writer is None:
             h, w = batch.frames.shape[1:3]
             with timer("write"):
-                writer = store_io.VideoWriter(root, task.key, num_frames=total, height=h, width=w)
+                frames_cfg = ctx.config["frames"]
+                writer = store_io.VideoWriter(root, task.key, num_frames=total, height=h, width=w,
+                                              frames_codec=frames_cfg["codec"], jpeg_quality=frames_cfg["jpeg_quality"])
             chainer = TrackChainer(
                 height=h, width=w, cycle_threshold=tracks_cfg["cycle_threshold"],
                 seed_stride=tracks_cfg["seed_stride"], min_length=tracks_cfg["min_track_length"],
@@ -207,12 +209,15 @@ def _annotate_locked(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer)
     try:
         with task_threads(ctx.threads):
             writer = _stream_video(task, ctx, root, timer)
+            import torch
+
             with timer("write"):
                 # Still ours? Another run takes a lock whose heartbeat stopped (trackprep.io.locks).
                 lock_io.check_lock(ctx.store, task.key, run=ctx.lock_run)
                 writer.finish({
                     "dataset": task.dataset, "video": task.video, "source_root": task.root,
                     "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+                    "torch_threads": torch.get_num_threads(),  # what this task's chaining ran with
                 })
     except lock_io.LockLostError as exc:  # the group is the other run's now: record nothing there
         return VideoResult(key=task.key, status=schema.STATUS_FAILED, error=str(exc), timings=dict(timer.seconds))

@@ -27,6 +27,7 @@ from trackprep.core.segments import (
 )
 from trackprep.io import annotation_store as astore
 from trackprep.io.annotation_reader import VideoAnnotations, open_annotations
+from trackprep.io.frame_codecs import DEFAULT_JPEG_QUALITY, frame_codecs
 from trackprep.io import schema
 from trackprep.io import segment_store as sstore
 from trackprep.io.faults import fault_point
@@ -49,6 +50,8 @@ class ShardConfig:
     min_visible: int = MIN_VISIBLE
     tracks_dtype: str = "float32"
     segments_per_shard: int = sstore.DEFAULT_SEGMENTS_PER_SHARD
+    frames_codec: str = "lossless"
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
 
     def __post_init__(self) -> None:
         for name in ("length", "tracks", "segments_per_shard", "min_visible"):
@@ -61,6 +64,7 @@ class ShardConfig:
             raise ValueError(f"fg_share: expected a number in [0, 1], got {self.fg_share!r}")
         if self.tracks_dtype not in sstore.TRACKS_DTYPES:
             raise ValueError(f"tracks_dtype: expected one of {sstore.TRACKS_DTYPES}, got {self.tracks_dtype!r}")
+        frame_codecs(self.frames_codec, quality=self.jpeg_quality)  # a clear error for a bad codec or quality
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -220,6 +224,8 @@ def shard(
     seed: int = 0,
     tracks_dtype: str = "float32",
     segments_per_shard: int = sstore.DEFAULT_SEGMENTS_PER_SHARD,
+    frames_codec: str = "lossless",
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     scheduler: str = "local",
     workers: int | None = None,
     overwrite: bool = False,
@@ -234,7 +240,7 @@ def shard(
     out = Path(out)
     cfg = ShardConfig(store=str(Path(store).resolve()), length=length, stride=stride, tracks=tracks,
                       fg_share=float(fg_share), seed=seed, tracks_dtype=tracks_dtype,
-                      segments_per_shard=segments_per_shard)
+                      segments_per_shard=segments_per_shard, frames_codec=frames_codec, jpeg_quality=jpeg_quality)
     source = astore.open_store(store, mode="r")
     plan = build_plan(source, length=length, stride=stride)
     # Zarr reads a missing chunk as fill values: a damaged video would become black frames or
@@ -273,7 +279,7 @@ def shard(
         root = sstore.create_segment_store(
             out, videos=plan.videos, starts=plan.starts, length=length, height=max(h, 1), width=max(w, 1),
             max_tracks=tracks, config=config, overwrite=overwrite, tracks_dtype=tracks_dtype,
-            segments_per_shard=segments_per_shard,
+            segments_per_shard=segments_per_shard, frames_codec=frames_codec, jpeg_quality=jpeg_quality,
         )
     done = sstore.done_flags(root)
     damaged = sstore.damaged_shards(root)  # a file lost since it was written: redo its shard
