@@ -46,7 +46,7 @@ def main() -> None:
     from trackprep.io import annotation_store as S
     from trackprep.io import integrity
     from trackprep.io.datasets import open_dataset, read_clip
-    from trackprep.io.locks import VideoLocks
+    from trackprep.io.locks import Locks, lock_dir
     from trackprep.io.validate import validate_store
 
     clip = read_clip(open_dataset("davis2016", ns.data).video(ns.video), size=(320, 576))
@@ -68,7 +68,7 @@ def main() -> None:
         quick = median_time(lambda: validate_store(path, quick=True), ns.repeats)
         presence = median_time(lambda: S.damaged_videos(S.open_store(path)), ns.repeats)
         print(f"validate: full {full:.3f} s, --quick {quick:.3f} s, presence only {presence * 1e3:.1f} ms")
-        with VideoLocks(path) as locks:
+        with Locks(lock_dir(path)) as locks:
             def take_and_give_back() -> None:
                 locks.try_acquire(key)
                 locks.release(key)

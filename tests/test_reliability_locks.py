@@ -71,7 +71,7 @@ def test_two_annotate_processes_on_one_store_write_each_video_exactly_once(synth
 def test_a_video_locked_by_a_live_run_is_left_to_it_and_never_touched(synth, tmp_path):
     out = tmp_path / "A.zarr"
     plan_annotation(datasets=[("synthetic", synth)], out=out, config=ORACLE)  # creates the store
-    other = L.VideoLocks(out)
+    other = L.Locks(L.lock_dir(out))
     assert other.try_acquire(VIDEOS[1]) is None  # a live run (this process) holds scene001 ...
     root = S.open_store(out, mode="r+")
     S.require_dataset_group(root, "synthetic")
@@ -99,7 +99,7 @@ def test_a_dead_writers_lock_is_stale_on_its_host(synth, tmp_path):
 
 
 def test_another_hosts_lock_is_stale_once_its_heartbeat_stops(tmp_path):
-    locks = L.VideoLocks(tmp_path, heartbeat_s=1, stale_after_s=60)
+    locks = L.Locks(L.lock_dir(tmp_path), heartbeat_s=1, stale_after_s=60)
     fresh = _write_lock(tmp_path, "d/fresh", host="elsewhere", pid=1)
     old = _write_lock(tmp_path, "d/old", host="elsewhere", pid=1)
     past = time.time() - 61
@@ -115,9 +115,9 @@ def test_another_hosts_lock_is_stale_once_its_heartbeat_stops(tmp_path):
 def test_breaking_a_stale_lock_twice_never_deletes_the_new_owners_lock(tmp_path):
     path = _write_lock(tmp_path, "d/v", pid=_dead_pid(), process_start=1.0)
     seen = path.stat()  # what a second, slower run saw when it judged the lock stale
-    first = L.VideoLocks(tmp_path)
+    first = L.Locks(L.lock_dir(tmp_path))
     assert first.try_acquire("d/v") is None
-    late = L.VideoLocks(tmp_path)
+    late = L.Locks(L.lock_dir(tmp_path))
     late._break(path, seen, L.fs_now(path.parent))
     assert first.holds("d/v")
     assert late.try_acquire("d/v").run == first.run
@@ -125,7 +125,7 @@ def test_breaking_a_stale_lock_twice_never_deletes_the_new_owners_lock(tmp_path)
 
 
 def test_heartbeat_keeps_a_lock_fresh_and_notices_a_takeover(tmp_path):
-    locks = L.VideoLocks(tmp_path, heartbeat_s=0.05, stale_after_s=5)
+    locks = L.Locks(L.lock_dir(tmp_path), heartbeat_s=0.05, stale_after_s=5)
     assert locks.try_acquire("d/a") is None and locks.try_acquire("d/b") is None
     path = L.lock_path(tmp_path, "d/a")
     past = time.time() - 1000

@@ -141,3 +141,16 @@ def test_disk_full_while_annotating_names_the_store_and_a_rerun_finishes(annotat
     monkeypatch.undo()
     again = annotate(datasets=[("synthetic", synth)], out=out, config=ORACLE, scheduler="serial")
     assert [r.key for r in again.completed] == ["synthetic/scene001"] and validate_store(out) == []
+
+
+def test_one_shard_run_per_segment_store_at_a_time(annotations, reference, tmp_path):
+    from trackprep.io.locks import Locks
+
+    out = tmp_path / "S.zarr"
+    with Locks(tmp_path) as other:  # another shard run, alive, writing S.zarr
+        assert other.try_acquire(".S.zarr") is None
+        with pytest.raises(G.SegmentStoreError, match=rf"^{out}: another `trackprep shard` is writing it \(pid {os.getpid()} on"):
+            shard(annotations, out, **ARGS)
+        assert not out.exists()
+    shard(annotations, out, **ARGS)  # once it has stopped
+    assert_same_store(out, reference)

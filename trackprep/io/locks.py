@@ -57,8 +57,13 @@ class LockOwner:
         return f"pid {self.pid} on {self.host}, since {when}"
 
 
+def lock_dir(store: str | Path) -> Path:
+    """Where the video locks of a store live."""
+    return Path(store) / LOCK_DIR
+
+
 def lock_path(store: str | Path, key: str) -> Path:
-    return Path(store) / LOCK_DIR / f"{key}.lock"
+    return lock_dir(store) / f"{key}.lock"
 
 
 def _process_start(pid: int) -> float | None:
@@ -83,6 +88,11 @@ def read_owner(path: Path) -> LockOwner | None:
         return None
 
 
+def _names_run(path: Path, run: str) -> bool:
+    owner = read_owner(path)
+    return owner is not None and owner.run == run
+
+
 def _owner_alive_here(owner: LockOwner) -> bool:
     start = _process_start(owner.pid)
     return start is not None and abs(start - owner.process_start) < 1.0
@@ -98,18 +108,19 @@ def fs_now(folder: Path) -> float:
         probe.unlink(missing_ok=True)
 
 
-class VideoLocks:
-    """The video locks one run holds on one store, kept alive by a single heartbeat thread.
+class Locks:
+    """The locks one run holds in one folder (`<folder>/<key>.lock`; a store's video locks are in
+    `lock_dir(store)`), kept alive by a single heartbeat thread.
 
     Use as a context manager; `close` releases every lock still held.
     """
 
-    def __init__(self, store: str | Path, *, heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S,
+    def __init__(self, folder: str | Path, *, heartbeat_s: float = HEARTBEAT_S, stale_after_s: float = STALE_AFTER_S,
                  run: str | None = None) -> None:
         if not 0 < heartbeat_s < stale_after_s:
             raise ValueError(f"heartbeat_s {heartbeat_s!r}, stale_after_s {stale_after_s!r}: "
                              "expected 0 < heartbeat_s < stale_after_s")
-        self.store = Path(store)
+        self.folder = Path(folder)
         self.run = run or uuid.uuid4().hex
         self.heartbeat_s, self.stale_after_s = heartbeat_s, stale_after_s
         self._owner = _this_owner(self.run)
@@ -124,7 +135,7 @@ class VideoLocks:
     def try_acquire(self, key: str) -> LockOwner | None:
         """Take the lock of video `key`: None on success, else the live run that holds it.
         A stale lock (its owner died) is broken and taken."""
-        path = lock_path(self.store, key)
+        path = self.path(key)
         for _ in range(3):  # create; or break a stale lock and create again
             if self._create(path):
                 with self._mutex:
@@ -193,9 +204,12 @@ class VideoLocks:
             os.close(fd)
             guard.unlink(missing_ok=True)
 
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.lock"
+
     def holds(self, key: str) -> bool:
         """True while the lock file of `key` still names this run (no other run took it over)."""
-        return holds_lock(self.store, key, run=self.run)
+        return _names_run(self.path(key), self.run)
 
     def release(self, key: str) -> None:
         with self._mutex:
@@ -214,15 +228,15 @@ class VideoLocks:
             self._thread.join()
         for key in list(self._held):
             self.release(key)
-        # Leave no empty lock folders behind: zarr warns about any folder that is not a Zarr node.
-        top = self.store / LOCK_DIR
-        for folder in [*top.glob("*"), top]:
-            try:
-                folder.rmdir()
-            except OSError:
-                pass  # not empty (another run's locks) or gone
+        if self.folder.name == LOCK_DIR:
+            # Leave no empty lock folders in a store: zarr warns about any folder that is not a Zarr node.
+            for folder in [*self.folder.glob("*"), self.folder]:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass  # not empty (another run's locks) or gone
 
-    def __enter__(self) -> "VideoLocks":
+    def __enter__(self) -> "Locks":
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -259,8 +273,7 @@ class VideoLocks:
 def holds_lock(store: str | Path, key: str, *, run: str) -> bool:
     """True when the lock of `key` in `store` is held by run `run` (checked by any process of that
     run, e.g. a Dask worker, before it writes the video)."""
-    owner = read_owner(lock_path(store, key))
-    return owner is not None and owner.run == run
+    return _names_run(lock_path(store, key), run)
 
 
 def check_lock(store: str | Path, key: str, *, run: str | None) -> None:
@@ -273,18 +286,18 @@ def check_lock(store: str | Path, key: str, *, run: str | None) -> None:
                             "leaving the video to that run")
 
 
-_RUN_LOCKS: dict[tuple[str, str], VideoLocks] = {}
+_RUN_LOCKS: dict[tuple[str, str], Locks] = {}
 _RUN_LOCKS_MUTEX = threading.Lock()
 
 
-def run_locks(store: str | Path, *, run: str) -> VideoLocks:
-    """The locks run `run` holds on `store` in this process (a Dask worker, or the run's own
-    process): one VideoLocks, hence one heartbeat thread, shared by all of the run's tasks here."""
+def run_locks(store: str | Path, *, run: str) -> Locks:
+    """The video locks run `run` holds on `store` in this process (a Dask worker, or the run's own
+    process): one Locks, hence one heartbeat thread, shared by all of the run's tasks here."""
     key = (str(Path(store).resolve()), run)
     with _RUN_LOCKS_MUTEX:
         locks = _RUN_LOCKS.get(key)
         if locks is None:
-            locks = _RUN_LOCKS[key] = VideoLocks(key[0], run=run)
+            locks = _RUN_LOCKS[key] = Locks(lock_dir(key[0]), run=run)
         return locks
 
 
@@ -292,5 +305,5 @@ def end_run(store: str | Path, *, run: str) -> None:
     """Give back what run `run` still holds on `store` in this process and tidy the lock folder."""
     with _RUN_LOCKS_MUTEX:
         locks = _RUN_LOCKS.pop((str(Path(store).resolve()), run), None)
-    (locks or VideoLocks(store, run=run)).close()
+    (locks or Locks(lock_dir(store), run=run)).close()
 

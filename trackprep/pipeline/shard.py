@@ -29,6 +29,7 @@ from trackprep.io import annotation_store as astore
 from trackprep.io.annotation_reader import VideoAnnotations, open_annotations
 from trackprep.io.frame_codecs import DEFAULT_JPEG_QUALITY, frame_codecs
 from trackprep.io import schema
+from trackprep.io import locks as lock_io
 from trackprep.io import segment_store as sstore
 from trackprep.io.faults import fault_point
 from trackprep.io.oserrors import os_error_line
@@ -213,6 +214,31 @@ def run_tasks(
         return client.gather(client.map(run_shard_task, tasks, pure=False))
 
 
+def _open_or_create(out: Path, *, store: Any, source: Any, plan: SegmentPlan, config: dict[str, Any], overwrite: bool,
+                    create: dict[str, Any]) -> Any:
+    """The segment store at `out` to resume (refused when made otherwise), or a new one."""
+    if out.exists() and not overwrite:
+        root = sstore.open_segment_store(out, mode="r+")
+        sstore.remove_leftovers(out)  # of an --overwrite killed after the new store was in place
+        found = root.attrs.get(schema.ATTR_CONFIG)
+        if found != config:
+            raise ValueError(
+                f"{out}: existing segment store was made with another configuration or from other videos ("
+                + "; ".join(config_differences(found, config)) + "). Use --overwrite to rebuild it, or choose another --out"
+            )
+        videos, starts = sstore.read_index(root)
+        if videos != list(plan.videos) or starts.tolist() != list(plan.starts):
+            raise ValueError(
+                f"{out}: its segments were planned from other videos than {store} holds now "
+                f"({len(videos)} segments recorded, {len(plan)} planned). Use --overwrite to rebuild it"
+            )
+        return root
+    h, w = _video_size(source, plan)
+    # Built aside with its index and renamed into place: a kill leaves no half-made store at `out`.
+    return sstore.create_segment_store(out, videos=plan.videos, starts=plan.starts, height=max(h, 1), width=max(w, 1),
+                                       config=config, overwrite=overwrite, **create)
+
+
 def shard(
     store: str | os.PathLike,
     out: str | os.PathLike,
@@ -258,44 +284,32 @@ def shard(
               "source_config": source.attrs.get(schema.ATTR_CONFIG)}
     config = json.loads(json.dumps(config, default=str))
 
-    if out.exists() and not overwrite:
-        root = sstore.open_segment_store(out, mode="r+")
-        sstore.remove_leftovers(out)  # of an --overwrite killed after the new store was in place
-        found = root.attrs.get(schema.ATTR_CONFIG)
-        if found != config:
-            raise ValueError(
-                f"{out}: existing segment store was made with another configuration or from other videos ("
-                + "; ".join(config_differences(found, config)) + "). Use --overwrite to rebuild it, or choose another --out"
-            )
-        videos, starts = sstore.read_index(root)
-        if videos != list(plan.videos) or starts.tolist() != list(plan.starts):
-            raise ValueError(
-                f"{out}: its segments were planned from other videos than {store} holds now "
-                f"({len(videos)} segments recorded, {len(plan)} planned). Use --overwrite to rebuild it"
-            )
-    else:
-        h, w = _video_size(source, plan)
-        # Built aside with its index and renamed into place: a kill leaves no half-made store at `out`.
-        root = sstore.create_segment_store(
-            out, videos=plan.videos, starts=plan.starts, length=length, height=max(h, 1), width=max(w, 1),
-            max_tracks=tracks, config=config, overwrite=overwrite, tracks_dtype=tracks_dtype,
-            segments_per_shard=segments_per_shard, frames_codec=frames_codec, jpeg_quality=jpeg_quality,
-        )
-    done = sstore.done_flags(root)
-    damaged = sstore.damaged_shards(root)  # a file lost since it was written: redo its shard
-    if damaged and log:
-        log(f"{out}: redoing {len(damaged)} damaged shard(s): " + "; ".join(v[0] for v in damaged.values()))
-    for k in damaged:
-        done[k * segments_per_shard : (k + 1) * segments_per_shard] = False
-    tasks = [
-        ShardTask(out=str(out), config=cfg, first=r.start, videos=plan.videos[r.start : r.stop],
-                  starts=plan.starts[r.start : r.stop])
-        for r in shard_ranges(len(plan), segments_per_shard=segments_per_shard)
-        if not done[r.start : r.stop].all()
-    ]
-    written = sum(run_tasks(tasks, scheduler=scheduler, workers=workers, log=log))
-    fault_point("shard:before-complete")
-    sstore.mark_complete(root)
+    # One shard run per segment store at a time (a lock file beside it, trackprep.io.locks): its
+    # tasks own whole shards, and only it may clear what a killed run left beside the store.
+    with lock_io.Locks(out.parent) as locks:
+        holder = locks.try_acquire(f".{out.name}")
+        if holder is not None:
+            raise sstore.SegmentStoreError(f"{out}: another `trackprep shard` is writing it ({holder.describe()}); "
+                                           "let it finish (one that was killed is noticed, and a rerun continues it)")
+        root = _open_or_create(out, store=store, source=source, plan=plan, config=config, overwrite=overwrite,
+                               create=dict(length=length, max_tracks=tracks, tracks_dtype=tracks_dtype,
+                                           segments_per_shard=segments_per_shard, frames_codec=frames_codec,
+                                           jpeg_quality=jpeg_quality))
+        done = sstore.done_flags(root)
+        damaged = sstore.damaged_shards(root)  # a file lost since it was written: redo its shard
+        if damaged and log:
+            log(f"{out}: redoing {len(damaged)} damaged shard(s): " + "; ".join(v[0] for v in damaged.values()))
+        for k in damaged:
+            done[k * segments_per_shard : (k + 1) * segments_per_shard] = False
+        tasks = [
+            ShardTask(out=str(out), config=cfg, first=r.start, videos=plan.videos[r.start : r.stop],
+                      starts=plan.starts[r.start : r.stop])
+            for r in shard_ranges(len(plan), segments_per_shard=segments_per_shard)
+            if not done[r.start : r.stop].all()
+        ]
+        written = sum(run_tasks(tasks, scheduler=scheduler, workers=workers, log=log))
+        fault_point("shard:before-complete")
+        sstore.mark_complete(root)
     num_tracks = np.asarray(root[schema.SEGMENTS_GROUP][schema.SEG_NUM_TRACKS.name][:], np.int32)
     return ShardResult(out=out, num_segments=len(plan), written=written, skipped_videos=skipped,
                        incomplete_videos=incomplete,
