@@ -38,7 +38,8 @@ def synth(tmp_path_factory) -> Path:
 def _write_lock(store: Path, key: str, **owner) -> Path:
     path = L.lock_path(store, key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    base = dict(host=socket.gethostname(), pid=os.getpid(), process_start=0.0, run="other-run", since=time.time())
+    base = dict(host=socket.gethostname(), machine=L._MACHINE, pid=os.getpid(), process_start=0.0, run="other-run",
+                since=time.time())
     path.write_text(json.dumps({**base, **owner}))
     return path
 
@@ -100,12 +101,13 @@ def test_a_dead_writers_lock_is_stale_on_its_host(synth, tmp_path):
 
 def test_another_hosts_lock_is_stale_once_its_heartbeat_stops(tmp_path):
     locks = L.Locks(L.lock_dir(tmp_path), heartbeat_s=1, stale_after_s=60)
-    fresh = _write_lock(tmp_path, "d/fresh", host="elsewhere", pid=1)
-    old = _write_lock(tmp_path, "d/old", host="elsewhere", pid=1)
+    # Another machine, even one with this host name (containers): its pid says nothing here.
+    fresh = _write_lock(tmp_path, "d/fresh", host="elsewhere", machine="elsewhere:boot", pid=1)
+    old = _write_lock(tmp_path, "d/old", machine=f"{socket.gethostname()}:another-boot", pid=os.getpid())
     past = time.time() - 61
     os.utime(old, (past, past))
     holder = locks.try_acquire("d/fresh")
-    assert holder is not None and holder.host == "elsewhere"  # alive as far as anyone can tell
+    assert holder is not None and holder.host == "elsewhere"  # its heartbeat is fresh: alive
     assert fresh.exists() and L.read_owner(fresh).run == "other-run"
     assert locks.try_acquire("d/old") is None and locks.holds("d/old")  # broken and taken
     locks.close()

@@ -7,7 +7,8 @@ systems and on NFS v3 and later: of two runs that try at once, exactly one succe
 that holds locks refreshes their modification time every `heartbeat_s` seconds from one
 thread, so a lock whose owner died is recognised as stale:
 
-- on the owner's own host, when its process (pid and start time) no longer exists;
+- on the owner's own machine (host name and kernel boot id), when its process (pid and start
+  time) no longer exists;
 - from any host, when its heartbeat is older than `stale_after_s`. Ages are measured against
   the file system's own clock (the mtime of a file just touched there), not this machine's,
   so clock skew between machines does not matter.
@@ -44,9 +45,23 @@ class LockLostError(RuntimeError):
     """This run no longer holds the lock of a video it was writing (another run took it as stale)."""
 
 
+def _this_machine() -> str:
+    """Host name and kernel boot id: two containers on different machines may share a host name,
+    and a pid means nothing across machines (or across a reboot)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}:{boot}" if boot else socket.gethostname()
+
+
+_MACHINE = _this_machine()
+
+
 @dataclass(frozen=True)
 class LockOwner:
     host: str
+    machine: str  # _this_machine() of the owner: its pid can be checked only on that machine
     pid: int
     process_start: float  # psutil create_time of the owner process: tells a reused pid apart
     run: str  # token of the run holding the lock
@@ -67,16 +82,17 @@ def lock_path(store: str | Path, key: str) -> Path:
 
 
 def _process_start(pid: int) -> float | None:
+    """The start time of process `pid`, None when there is no such (live) process."""
     try:
         return psutil.Process(pid).create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return None
 
 
 def _this_owner(run: str) -> LockOwner:
     pid = os.getpid()
-    return LockOwner(host=socket.gethostname(), pid=pid, process_start=_process_start(pid) or 0.0, run=run,
-                     since=time.time())
+    return LockOwner(host=socket.gethostname(), machine=_MACHINE, pid=pid, process_start=_process_start(pid) or 0.0,
+                     run=run, since=time.time())
 
 
 def read_owner(path: Path) -> LockOwner | None:
@@ -94,7 +110,10 @@ def _names_run(path: Path, run: str) -> bool:
 
 
 def _owner_alive_here(owner: LockOwner) -> bool:
-    start = _process_start(owner.pid)
+    try:
+        start = _process_start(owner.pid)
+    except psutil.AccessDenied:  # another user's live process: its start time is not ours to read
+        return True
     return start is not None and abs(start - owner.process_start) < 1.0
 
 
@@ -136,7 +155,7 @@ class Locks:
         """Take the lock of video `key`: None on success, else the live run that holds it.
         A stale lock (its owner died) is broken and taken."""
         path = self.path(key)
-        for _ in range(3):  # create; or break a stale lock and create again
+        for attempt in range(100):  # create; or break a stale lock (or wait for its breaker) and create again
             if self._create(path):
                 with self._mutex:
                     self._held[key] = path
@@ -145,6 +164,7 @@ class Locks:
             holder = self.live_holder(path)
             if holder is not None:
                 return holder
+            time.sleep(0.01 * min(attempt, 10))
         raise OSError(f"{path}: could not take this lock (it keeps being replaced); expected it to settle")
 
     def _create(self, path: Path) -> bool:
@@ -174,12 +194,12 @@ class Locks:
             return None
         owner = read_owner(path)
         now = fs_now(path.parent)
-        if owner is not None and owner.host == socket.gethostname():
+        if owner is not None and owner.machine == _MACHINE:
             stale = not _owner_alive_here(owner)
         else:  # another machine's lock (or one still being written): its heartbeat decides
             stale = now - seen.st_mtime > self.stale_after_s
         if not stale:
-            return owner or LockOwner(host="?", pid=0, process_start=0.0, run="?", since=seen.st_mtime)
+            return owner or LockOwner(host="?", machine="?", pid=0, process_start=0.0, run="?", since=seen.st_mtime)
         self._break(path, seen, now)
         return None
 
