@@ -60,3 +60,14 @@ def test_a_root_that_is_a_file_is_called_a_file(tmp_path):
     path.write_bytes(b"PK")
     with pytest.raises(DatasetError, match=rf"^{path}: is a file; expected the folder holding the davis2017 files$"):
         open_dataset("davis2017", path)
+
+
+def test_check_reports_a_missing_mask_file_outside_the_manifest_too(tmp_path):
+    from trackprep.io.check import check_dataset
+
+    root = make_davis(tmp_path, n=5)
+    _rename(root, "my_own_clip")
+    assert check_dataset("davis2017", root).sequences[0].problems == []
+    (root / "DAVIS" / "Annotations" / "480p" / "my_own_clip" / "00003.png").unlink()
+    (seq,) = check_dataset("davis2017", root).sequences
+    assert seq.problems == ["no ground truth for frame(s) 3 (0-based, every frame of this dataset has a mask)"]

@@ -135,7 +135,8 @@ def check_dataset(
         except DatasetError as exc:
             report.sequences.append(SequenceCheck(name, split_name, info.frames if info else None, problems=[str(exc)]))
             continue
-        report.sequences.append(check_video(video, info, split=split_name, decode=decode))
+        report.sequences.append(check_video(video, info, split=split_name, decode=decode,
+                                            expected_masks=ds.expected_masks(name, video.num_frames)))
     found = {s.name: s for s in report.sequences}
     for split_name, seqs in manifest.splits.items():
         if (split is not None and split_name != split) or not seqs:
@@ -156,7 +157,12 @@ def check_dataset(
     return report
 
 
-def check_video(video: VideoSource, info: SequenceInfo | None, *, split: str | None, decode: bool) -> SequenceCheck:
+def check_video(
+    video: VideoSource, info: SequenceInfo | None, *, split: str | None, decode: bool,
+    expected_masks: np.ndarray | None = None,
+) -> SequenceCheck:
+    """`expected_masks`: bool [T], the frames that should have ground truth (Dataset.expected_masks);
+    None: not compared."""
     result = SequenceCheck(video.name, split, info.frames if info else None, found_frames=video.num_frames)
     if info is not None and info.frames is not None and info.frames != video.num_frames:
         result.problems.append(f"{video.num_frames} frames on disk, manifest expects {info.frames}")
@@ -186,12 +192,8 @@ def check_video(video: VideoSource, info: SequenceInfo | None, *, split: str | N
             if found != info.objects:
                 result.notes.append(f"largest object id on frame 0 is {found}, manifest says {info.objects} objects")
         flags = video.mask_flags()
-    if info is not None:
-        expected = np.zeros(video.num_frames, dtype=bool)
-        if info.annotated is None:
-            expected[:] = True  # manifests list annotated frames only for sparse datasets (FBMS)
-        else:
-            expected[[i for i in info.annotated if i < video.num_frames]] = True
+    if expected_masks is not None:
+        expected = expected_masks
         if not np.array_equal(flags, expected):
             lacking = np.flatnonzero(expected & ~flags).tolist()
             surplus = np.flatnonzero(flags & ~expected).tolist()
@@ -200,7 +202,8 @@ def check_video(video: VideoSource, info: SequenceInfo | None, *, split: str | N
                 parts.append(f"no ground truth for frame(s) {_short(lacking)}")
             if surplus:
                 parts.append(f"unexpected ground truth for frame(s) {_short(surplus)}")
-            result.problems.append("; ".join(parts) + " (0-based, compared with the manifest)")
+            basis = "compared with the manifest" if info is not None else "every frame of this dataset has a mask"
+            result.problems.append("; ".join(parts) + f" (0-based, {basis})")
     return result
 
 

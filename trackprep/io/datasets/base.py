@@ -258,14 +258,18 @@ class Dataset(abc.ABC):
             yield self.video(name)
 
     def expected_masks(self, name: str, num_frames: int) -> np.ndarray | None:
-        """bool [num_frames]: the frames of `name` that should carry ground truth (the manifest's
-        `annotated` list; else every frame where masks are dense); None when that is unknown."""
+        """bool [num_frames]: the frames of `name` that should carry ground truth: for a sequence
+        the manifest lists, its `annotated` frames (every frame when it lists none: manifests list
+        them only for sparse datasets); for another, every frame where masks are dense. None when
+        that is unknown (a sparse dataset's unlisted sequence)."""
         info = self.manifest.sequence(name) if self.manifest is not None else None
-        if info is not None and info.annotated is not None:
-            out = np.zeros(num_frames, dtype=bool)
-            out[[i for i in info.annotated if i < num_frames]] = True
-            return out
-        return np.ones(num_frames, dtype=bool) if self.dense_masks else None
+        if info is None and not self.dense_masks:
+            return None
+        if info is None or info.annotated is None:
+            return np.ones(num_frames, dtype=bool)
+        out = np.zeros(num_frames, dtype=bool)
+        out[[i for i in info.annotated if i < num_frames]] = True
+        return out
 
     def open_video(self, name: str) -> VideoSource:
         """`video(name)`, warning when frames that should have a mask have none: such a frame reads
