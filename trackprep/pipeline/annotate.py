@@ -192,7 +192,11 @@ def annotate_video(task: VideoTask, ctx: RunContext) -> VideoResult:
     # One writer per video across runs: take the video's lock first (trackprep.io.locks).
     locks = lock_io.run_locks(ctx.store, run=ctx.lock_run) if ctx.lock_run else None
     if locks is not None:
-        holder = locks.try_acquire(task.key)
+        try:
+            holder = locks.try_acquire(task.key)
+        except OSError as exc:  # e.g. a read-only store: nothing of this video is written
+            return VideoResult(key=task.key, status=schema.STATUS_FAILED,
+                               error=f"lock: {os_error_line(exc, writing=locks.path(task.key))}")
         if holder is not None:
             return VideoResult(key=task.key, status=STATUS_LEFT, error=f"another run is writing it ({holder.describe()})")
         if store_io.video_status(root, task.key) == schema.STATUS_COMPLETE and not store_io.damaged_videos(root, keys=[task.key]):
