@@ -69,7 +69,8 @@ def test_two_annotate_processes_on_one_store_write_each_video_exactly_once(synth
     assert not (out / L.LOCK_DIR).exists()  # both runs gave their locks back
 
 
-def test_a_video_locked_by_a_live_run_is_left_to_it_and_never_touched(synth, tmp_path):
+@pytest.mark.parametrize("scheduler", ["serial", "local"])
+def test_a_video_locked_by_a_live_run_is_left_to_it_and_never_touched(synth, tmp_path, scheduler):
     out = tmp_path / "A.zarr"
     plan_annotation(datasets=[("synthetic", synth)], out=out, config=ORACLE)  # creates the store
     other = L.Locks(L.lock_dir(out))
@@ -78,7 +79,7 @@ def test_a_video_locked_by_a_live_run_is_left_to_it_and_never_touched(synth, tmp
     S.require_dataset_group(root, "synthetic")
     root.create_group(VIDEOS[1]).attrs.update({schema.ATTR_STATUS: "writing", "marker": "other run's"})
     try:
-        summary = annotate(datasets=[("synthetic", synth)], out=out, config=ORACLE, scheduler="serial")
+        summary = annotate(datasets=[("synthetic", synth)], out=out, config=ORACLE, scheduler=scheduler)
         assert sorted(r.key for r in summary.completed) == [VIDEOS[0], *VIDEOS[2:]]
         assert [r.key for r in summary.left] == [VIDEOS[1]] and not summary.failed
         assert f"{VIDEOS[1]}: another run is writing it (pid {os.getpid()} on" in summary.lines()[1]
