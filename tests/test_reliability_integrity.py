@@ -203,10 +203,24 @@ def test_the_trainers_reader_refuses_a_segment_whose_file_is_missing(stores, tmp
     np.testing.assert_array_equal(reader.read(2)["frames"], G.SegmentReader(stores / "S.zarr").read(2)["frames"])
 
 
-def test_annotate_on_a_store_with_unreadable_metadata_says_which_file_and_what_to_do(stores, tmp_path):
+@pytest.mark.parametrize("damage", ["video zarr.json garbage", "array zarr.json garbage"])
+def test_rerunning_annotate_redoes_a_video_whose_metadata_is_unreadable(stores, tmp_path, damage):
     a = _copy(stores, "A.zarr", tmp_path)
-    broken = _garbage(a / VIDEO / "zarr.json")
+    broken = ANNOTATION_DAMAGE[damage](a)
+    code, out = _run("info", a)
+    assert code == 2 and f"{broken}: not UTF-8 text" in out and f"rerun annotate with the same arguments to redo {VIDEO}" in out
+    code, out = _run("annotate", "--dataset", "synthetic", "--root", stores / "synth", "--out", a,
+                     "--flow", "oracle", "--size", "32x48", "--scheduler", "serial", "--quiet")
+    assert code == 0 and "1 video(s) annotated, 2 already complete, 0 failed" in out
+    assert validate_store(a) == []
+    redone, original = open_annotations(a)[VIDEO], open_annotations(stores / "A.zarr")[VIDEO]
+    np.testing.assert_array_equal(redone.points[:], original.points[:])
+
+
+def test_annotate_on_a_store_whose_root_metadata_is_unreadable_names_the_file(stores, tmp_path):
+    a = _copy(stores, "A.zarr", tmp_path)
+    broken = _garbage(a / "synthetic" / "zarr.json")  # a dataset group: the store cannot be listed
     code, out = _run("annotate", "--dataset", "synthetic", "--root", stores / "synth", "--out", a,
                      "--flow", "oracle", "--size", "32x48", "--scheduler", "serial", "--quiet")
     line = _error_line(out)
-    assert code == 2 and f"{broken}: not UTF-8 text" in line and "delete the folder of the video" in line
+    assert code == 2 and f"{broken}: not UTF-8 text" in line and "restore it from a backup" in line

@@ -173,8 +173,9 @@ def create_store(
 def open_store(path: str | Path, *, mode: str = "r", check_metadata: bool = False) -> zarr.Group:
     """Open an existing annotation store; a clear StoreError naming the path otherwise.
 
-    Every zarr.json of the store is checked when reading (mode "r") or with `check_metadata`;
-    a writer reopening the store for each video (mode "r+") skips that walk."""
+    Every zarr.json of the store is checked when reading (mode "r"); with `check_metadata`
+    (mode "r+", once per run) those of the root and dataset groups. A writer reopening the
+    store for each video (mode "r+") skips that walk."""
     path = Path(path)
     if mode not in ("r", "r+"):
         raise ValueError(f"open_store mode: expected 'r' or 'r+', got {mode!r}")
@@ -182,9 +183,16 @@ def open_store(path: str | Path, *, mode: str = "r", check_metadata: bool = Fals
         what = "does not exist" if not path.exists() else "has no zarr.json (not a Zarr v3 group)"
         raise StoreError(f"{path}: annotation store {what}")
     if mode == "r" or check_metadata:
-        try:  # zarr fails deep inside (UnicodeDecodeError) on a garbage zarr.json of any node
-            integrity.check_metadata(
-                path, remedy="restore it, or delete the folder of the video it belongs to and rerun annotate to redo it")
+        # zarr fails deep inside (UnicodeDecodeError) on a garbage zarr.json. A writer needs only
+        # the root and dataset groups readable: a video whose metadata is not is redone.
+        def remedy(meta: Path) -> str:
+            parts = meta.parent.relative_to(path).parts
+            if len(parts) >= 2:
+                return f"rerun annotate with the same arguments to redo {parts[0]}/{parts[1]}"
+            return "restore it from a backup, or rebuild the store (annotate --overwrite)"
+
+        try:
+            integrity.check_metadata(path, remedy=remedy, max_depth=None if mode == "r" else 1)
         except integrity.MetadataError as exc:
             raise StoreError(str(exc)) from None
     try:
@@ -358,11 +366,14 @@ def record_failure(root: zarr.Group, key: str, error: str) -> None:
 
 
 def video_status(root: zarr.Group, key: str) -> str | None:
-    """"complete", "failed", "writing" (interrupted) or None when the video has no group."""
+    """"complete", "failed", "writing" (interrupted, or its zarr.json unreadable) or None when the
+    video has no group."""
     try:
         node = root[key]
     except KeyError:
         return None
+    except ValueError:  # an unreadable zarr.json (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        return STATUS_WRITING
     if not isinstance(node, zarr.Group):
         return None
     status = node.attrs.get(schema.ATTR_STATUS)
@@ -370,10 +381,21 @@ def video_status(root: zarr.Group, key: str) -> str | None:
 
 
 def _video_groups(root: zarr.Group) -> list[tuple[str, zarr.Group]]:
+    """Every video group whose metadata reads. One whose zarr.json does not is left out, as if
+    absent: annotate redoes it, and readers refuse the store first (open_store)."""
     found = []
     for dataset_name, dataset_group in sorted(root.groups(), key=lambda kv: kv[0]):
-        for video_name, video_group in sorted(dataset_group.groups(), key=lambda kv: kv[0]):
-            found.append((f"{dataset_name}/{video_name}", video_group))
+        folder = integrity.local_path(dataset_group)
+        if folder is None:
+            found += [(f"{dataset_name}/{k}", g) for k, g in sorted(dataset_group.groups(), key=lambda kv: kv[0])]
+            continue
+        for video_dir in sorted(p for p in folder.iterdir() if (p / "zarr.json").is_file()):
+            try:
+                node = dataset_group[video_dir.name]
+            except ValueError:  # unreadable zarr.json
+                continue
+            if isinstance(node, zarr.Group):
+                found.append((f"{dataset_name}/{video_dir.name}", node))
     return found
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 import zarr
 
 CHUNKS_ATTR = "chunk_crc32"  # group attribute: {array name: {chunk key: crc32 of the file}}
-_READ_BYTES = 8 << 20
+_READ_BYTES = 1 << 20  # checksum files in 1 MiB blocks: memory stays flat whatever the chunk size
 
 
 class MetadataError(ValueError):
@@ -51,11 +51,14 @@ def file_crc32(path: Path) -> int:
 # ---------------------------------------------------------------- metadata
 
 
-def _metadata_files(folder: Path) -> Iterator[Path]:
-    """Every zarr.json of the hierarchy at `folder`, without walking into chunk folders."""
+def _metadata_files(folder: Path, *, max_depth: int | None) -> Iterator[Path]:
+    """Every zarr.json of the hierarchy at `folder` (down to `max_depth` levels below it), without
+    walking into chunk folders."""
     for dirpath, dirnames, filenames in os.walk(folder):
         if "zarr.json" in filenames:
             yield Path(dirpath) / "zarr.json"
+        if max_depth is not None and len(Path(dirpath).relative_to(folder).parts) >= max_depth:
+            dirnames[:] = []
         # An array's chunks live under c/ (the default v3 key encoding); hidden folders hold locks.
         dirnames[:] = sorted(d for d in dirnames if d != "c" and not d.startswith("."))
 
@@ -76,18 +79,20 @@ def metadata_problem(path: Path) -> str | None:
     return None
 
 
-def metadata_problems(folder: str | Path) -> list[str]:
-    """One line per unreadable zarr.json in the store at `folder`; [] when every one reads."""
-    return [p for f in _metadata_files(Path(folder)) if (p := metadata_problem(f))]
+def metadata_problems(folder: str | Path, *, max_depth: int | None = None) -> dict[Path, str]:
+    """zarr.json -> what is wrong, for each unreadable one in the store at `folder` (down to
+    `max_depth` group levels); {} when every one reads."""
+    return {f: p for f in _metadata_files(Path(folder), max_depth=max_depth) if (p := metadata_problem(f))}
 
 
-def check_metadata(folder: str | Path, *, remedy: str) -> None:
+def check_metadata(folder: str | Path, *, remedy: Callable[[Path], str], max_depth: int | None = None) -> None:
     """Raise MetadataError naming the first unreadable zarr.json of the store (and how many more),
-    followed by `remedy` (what the user can do)."""
-    problems = metadata_problems(folder)
+    followed by what the user can do about that file (`remedy`)."""
+    problems = metadata_problems(folder, max_depth=max_depth)
     if problems:
+        path, problem = next(iter(problems.items()))
         more = f" (and {len(problems) - 1} more unreadable zarr.json)" if len(problems) > 1 else ""
-        raise MetadataError(f"{problems[0]}{more}; {remedy}")
+        raise MetadataError(f"{problem}{more}; {remedy(path)}")
 
 
 # ---------------------------------------------------------------- chunk files
@@ -157,12 +162,12 @@ def decode_problems(array: zarr.Array, *, where: str) -> list[str]:
 
 
 def video_problems(group: zarr.Group, *, where: str, checksums: bool = True) -> list[str]:
-    """Files of one complete annotation video: every chunk file its writer recorded is there
-    and, with `checksums`, unchanged. [] for a video written before records were kept."""
+    """Files of one complete annotation video: its arrays' metadata reads, and every chunk file
+    its writer recorded is there and, with `checksums`, unchanged."""
     folder = local_path(group)
     record: Any = group.attrs.get(CHUNKS_ATTR)
-    problems: list[str] = []
-    if folder is not None and isinstance(record, dict):
+    problems = list(metadata_problems(folder).values()) if folder is not None else []
+    if folder is not None and isinstance(record, dict) and not problems:
         for name, files in sorted(record.items()):
             problems += chunk_problems(folder / name, files, where=f"{where}/{name}", checksums=checksums)
     return problems

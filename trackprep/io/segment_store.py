@@ -206,7 +206,7 @@ def open_segment_store(path: str | os.PathLike | StoreLike, *, mode: str = "r") 
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such segment store (make one with `trackprep shard --out {path}`)")
         try:  # zarr fails deep inside (UnicodeDecodeError) on a garbage zarr.json
-            integrity.check_metadata(path, remedy="restore it, or rebuild the store with `trackprep shard --overwrite`")
+            integrity.check_metadata(path, remedy=lambda _: "restore it, or rebuild the store with `trackprep shard --overwrite`")
         except integrity.MetadataError as exc:
             raise SegmentStoreError(str(exc)) from None
         target: Any = str(path)
