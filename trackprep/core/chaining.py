@@ -96,8 +96,11 @@ class TrackChainer:
     in the same order, so the tracks are the same bit for bit however the flow is cut into
     windows. Tracks come out ordered by their last frame, then by seeding order (row-major
     within a frame, earlier frames first); that order does not depend on the windows either.
-    Memory: the live tracks' points so far plus the records since the last `finished()`; an
-    ended track is handed out whole and forgotten.
+    Memory: the records since the last `finished()` plus the live tracks' points so far, kept in
+    one block per compaction (packed by `history_codec` if given, e.g. the store's own rounding
+    and compression: trackprep.io.annotation_store.HistoryCodec); an ended track is handed out
+    whole, in batches of at most OUT_POINTS points, and forgotten. On a static camera tracks
+    live as long as the video, so this history still grows with it (about 2 bytes a point packed).
 
     Labels (`mask` given): the mask value under the track at its first frame with a mask, at
     the nearest pixel (as `label_tracks` does for a whole video); VOID if it meets no mask.
