@@ -154,3 +154,17 @@ def test_one_shard_run_per_segment_store_at_a_time(annotations, reference, tmp_p
         assert not out.exists()
     shard(annotations, out, **ARGS)  # once it has stopped
     assert_same_store(out, reference)
+
+
+def test_overwrite_replaces_a_store_left_half_made_by_an_older_trackprep(annotations, reference, tmp_path):
+    """Killed between creating the root group and writing its attributes (issue 14): no format
+    attribute yet, only the empty `segments` group."""
+    out = tmp_path / "S.zarr"
+    root = zarr.open_group(str(out), mode="w", zarr_format=3)
+    root.create_group(schema.SEGMENTS_GROUP)
+    shard(annotations, out, **ARGS, overwrite=True)
+    assert_same_store(out, reference)
+    other = tmp_path / "other.zarr"  # a group holding anything else is not taken for a segment store
+    zarr.open_group(str(other), mode="w", zarr_format=3).create_group("mine")
+    with pytest.raises(FileExistsError, match="is not a segment store; refusing to overwrite it"):
+        shard(annotations, other, **ARGS, overwrite=True)

@@ -85,9 +85,13 @@ def _aside(path: Path, tag: str) -> Path:
 
 
 def _is_own(path: Path) -> bool:
-    """A segment store, judged by its format attribute or (its root zarr.json damaged) its own
-    `segments/done` array, which no other kind of store has."""
-    return schema.store_format(path) == schema.SEGMENT_FORMAT or (path / schema.SEGMENTS_GROUP / DONE / "zarr.json").is_file()
+    """A segment store, judged by its format attribute, or (its root zarr.json damaged, or one
+    left half-made by a trackprep before stores were built aside) by holding its `segments` group
+    and nothing else, or its own `segments/done` array, which no other kind of store has."""
+    if schema.store_format(path) == schema.SEGMENT_FORMAT or (path / schema.SEGMENTS_GROUP / DONE / "zarr.json").is_file():
+        return True
+    return {p.name for p in path.iterdir()} <= {"zarr.json", schema.SEGMENTS_GROUP} and (
+        path / schema.SEGMENTS_GROUP / "zarr.json").is_file()
 
 
 def remove_leftovers(path: str | os.PathLike) -> None:
