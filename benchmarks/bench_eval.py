@@ -25,7 +25,8 @@ from trackprep.core.chaining import chain_tracks
 from trackprep.core.synthetic import make_scene
 from trackprep.core.tapvid_metrics import TAPVID_SIZE, rescale_points, tapvid_metrics
 from trackprep.core.track_query import DEFAULT_ROWS_PER_CHUNK, query_tracks
-from trackprep.io.annotation_store import create_store, open_store, read_video, write_video
+from trackprep.io.annotation_reader import open_annotations
+from trackprep.io.annotation_store import create_store, write_video
 
 
 def main() -> None:
@@ -45,7 +46,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = create_store(Path(tmp) / "A.zarr", config={"bench": "eval"})
         write_video(root, "synthetic/long", clip, tracks)
-        video = read_video(open_store(Path(tmp) / "A.zarr"), "synthetic/long")
+        video = open_annotations(Path(tmp) / "A.zarr")["synthetic/long"]
+        store_tracks, store_visible = video.dense_rows()
 
         rng = np.random.default_rng(0)
         q = args.queries
@@ -55,7 +57,7 @@ def main() -> None:
 
         tracemalloc.start()
         t0 = time.perf_counter()
-        pred, pred_visible = query_tracks(video.tracks, video.visible, queries, rows_per_chunk=args.rows_per_chunk)
+        pred, pred_visible = query_tracks(store_tracks, store_visible, queries, rows_per_chunk=args.rows_per_chunk)
         t_query = time.perf_counter() - t0
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()

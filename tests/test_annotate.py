@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+import trackprep
 from trackprep.cli import app
 from trackprep.config import resolve_config
 from trackprep.core.synthetic import Scene, make_scene
@@ -40,13 +41,15 @@ ORACLE = resolve_config(overrides={"size": list(SIZE), "flow": {"name": "oracle"
 SYNTH_VIDEOS = ["scene000", "scene001", "scene002"]
 
 
-def assert_stores_equal(a: Path, b: Path) -> None:
+def assert_stores_equal(a: Path, b: Path, keys: list[str] | None = None) -> None:
     ra, rb = S.open_store(a), S.open_store(b)
-    assert S.complete_videos(ra) == S.complete_videos(rb) != []
-    for key in S.complete_videos(ra):
-        va, vb = S.read_video(ra, key), S.read_video(rb, key)
+    if keys is None:
+        keys = S.complete_videos(ra)
+        assert keys == S.complete_videos(rb)
+    assert keys and set(keys) <= set(S.complete_videos(ra)) & set(S.complete_videos(rb))
+    for key in keys:
         for spec in schema.ANNOTATION_ARRAYS:
-            np.testing.assert_array_equal(getattr(va, spec.name)[:], getattr(vb, spec.name)[:], err_msg=f"{key}/{spec.name}")
+            np.testing.assert_array_equal(ra[key][spec.name][:], rb[key][spec.name][:], err_msg=f"{key}/{spec.name}")
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +84,15 @@ def test_oracle_tracks_match_ground_truth(serial_store, synth):
     assert validate_store(serial_store) == []
     assert root.attrs[schema.ATTR_CONFIG] == ORACLE
     for name in SYNTH_VIDEOS:
-        video = S.read_video(root, f"synthetic/{name}")
+        video = trackprep.open_annotations(serial_store)[f"synthetic/{name}"]
         scene = Scene.from_dict(json.loads((synth / name / SCENE_FILE).read_text()))
         acc = score_against_scene(video, scene, sample=3000)
         assert acc.points > 10000
         assert acc.median_px < 0.05, acc
         assert video.num_tracks >= SIZE[0] * SIZE[1]  # every pixel of frame 0 seeds a track
-        fg = np.asarray(video.labels[:])
+        fg = video.labels
         assert 0 < np.mean((fg > 0) & (fg < 255)) < 1  # objects and background both present
+        assert video.length.min() >= ORACLE["tracks"]["min_track_length"] == 2
 
 
 def test_local_cluster_equals_serial(serial_store, synth, tmp_path):
@@ -129,8 +133,8 @@ def test_gpu_resource_requested_only_when_a_worker_offers_it(cluster):
 
 
 def test_flow_tasks_run_on_the_gpu_worker_of_a_mixed_cluster(serial_store, synth, tmp_path):
-    """A cluster with one worker offering `--resources GPU=1` and one without: every flow task
-    carries the GPU resource and runs on that worker; the other stages run anywhere."""
+    """A cluster with one worker offering `--resources GPU=1` and one without: every video's
+    task (it streams flow and chaining together) carries the GPU resource and runs on that worker."""
     import logging
 
     from distributed import LocalCluster
@@ -165,9 +169,8 @@ def test_flow_tasks_run_on_the_gpu_worker_of_a_mixed_cluster(serial_store, synth
         summary = annotate(datasets=[("synthetic", synth)], out=out, config=ORACLE,
                            scheduler=cluster.scheduler_address, log=lines.append)
     assert not summary.failed and any("2 worker(s), 1 with a GPU" in line for line in lines), lines
-    flow = {k: v for k, v in placement.seen.items() if k.startswith("flow-")}
+    flow = {k: v for k, v in placement.seen.items() if k.startswith("annotate-")}
     assert len(flow) == 3 and all(v == (gpu[0], {"GPU": 1}) for v in flow.values()), flow
-    assert all(not r for k, (_, r) in placement.seen.items() if not k.startswith("flow-"))
     assert_stores_equal(out, serial_store)
 
 
@@ -192,7 +195,7 @@ def test_worker_killed_mid_task_is_retried(cluster, tmp_path):
         while killed is None and runner.is_alive() and time.time() < deadline:
             executing = client.run(lambda dask_worker: [str(ts.key) for ts in dask_worker.state.executing])
             for addr, keys in executing.items():
-                track_keys = [k for k in keys if k.startswith("track-")]
+                track_keys = [k for k in keys if k.startswith("annotate-")]
                 if track_keys:
                     pid = client.run(os.getpid, workers=[addr])[addr]
                     os.kill(pid, signal.SIGKILL)
@@ -329,11 +332,9 @@ def test_estimator_error_fails_its_video_alone_on_the_dask_path(synth, serial_st
     summary = annotate(datasets=[("synthetic", data)], out=out, config=ORACLE, scheduler="local", workers=2)
     assert [r.key for r in summary.failed] == ["synthetic/scene001"]
     error = S.failed_videos(S.open_store(out))["synthetic/scene001"]
-    assert error.startswith("flow: clip 'scene001': has 7 frames but its scene has 8"), error
+    assert error.startswith("read: synthetic/scene001: 7 frames, but its scene has 8"), error
     assert S.complete_videos(S.open_store(out)) == ["synthetic/scene000", "synthetic/scene002"]
-    for key in ("synthetic/scene000", "synthetic/scene002"):
-        a, b = S.read_video(S.open_store(out), key), S.read_video(S.open_store(serial_store), key)
-        np.testing.assert_array_equal(a.tracks[:], b.tracks[:])
+    assert_stores_equal(out, serial_store, keys=["synthetic/scene000", "synthetic/scene002"])
 
 
 def test_config_file_flags_and_refusal(synth, tmp_path):
@@ -347,9 +348,10 @@ def test_config_file_flags_and_refusal(synth, tmp_path):
     root = S.open_store(out)
     assert S.complete_videos(root) == ["synthetic/scene001"]
     recorded = root.attrs[schema.ATTR_CONFIG]
-    assert recorded["tracks"] == {"cycle_threshold": 1.0, "seed_stride": 2} and recorded["size"] == [64, 96]
+    assert recorded["tracks"] == {"cycle_threshold": 1.0, "seed_stride": 2, "min_track_length": 2}
+    assert recorded["size"] == [64, 96]
     assert recorded["flow"]["iters"] == 24  # untouched defaults are recorded too
-    assert S.read_video(root, "synthetic/scene001").num_tracks < 64 * 96  # stride 2 seeds a quarter of the pixels
+    assert trackprep.open_annotations(out)["synthetic/scene001"].num_tracks < 64 * 96  # stride 2: a quarter of the pixels
 
     refused = CliRunner().invoke(app, [*base, "--seed-stride", "3"])
     assert refused.exit_code == 2 and "another configuration" in refused.stderr and "--overwrite" in refused.stderr
@@ -432,16 +434,15 @@ def test_davis2016_with_dis_flow(shared_data, tmp_path):
     assert len(summary.completed) == 2, summary.lines()
     assert validate_store(out) == []
 
-    store = S.open_store(out)
+    ann = trackprep.open_annotations(out)
     disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (11, 11))  # dilation by 5 px
-    for key in S.complete_videos(store):
-        v = S.read_video(store, key)
+    for key in ann:
+        v = ann[key]
         assert v.frames.shape == (24, 320, 576, 3)
-        labels = np.asarray(v.labels[:])
+        labels = v.labels
         assert set(np.unique(labels)) <= {0, 1, 255} and (labels == 1).sum() > 1000
         rows = np.flatnonzero(labels == 1)
-        tracks = np.asarray(v.tracks.get_orthogonal_selection((rows, slice(None), slice(None))))
-        visible = np.asarray(v.visible.get_orthogonal_selection((rows, slice(None))))
+        tracks, visible = v.dense(rows)
         dilated = np.stack([cv2.dilate((m > 0).astype(np.uint8), disk) for m in np.asarray(v.masks[:])])
         n_idx, t_idx = np.nonzero(visible)
         xy = np.rint(tracks[n_idx, t_idx]).astype(int)

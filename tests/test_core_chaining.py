@@ -5,11 +5,11 @@ import pytest
 import torch
 from scipy import ndimage
 
-from trackprep.core.chaining import chain_tracks, cycle_step, seed_grid
+from trackprep.core.chaining import TrackChainer, chain_tracks, covered_cells, cycle_step, seed_grid
 from trackprep.core.labels import label_tracks
 from trackprep.core.sampling import sample_bilinear
 from trackprep.core.synthetic import make_scene
-from trackprep.core.types import FlowPair
+from trackprep.core.types import FlowPair, TrackSet
 
 
 def constant_flow(t, h, w, dx, dy):
@@ -169,3 +169,124 @@ def test_chain_rejects_bad_options():
         chain_tracks(fl, cycle_threshold=0)
     with pytest.raises(ValueError, match="seed_stride"):
         chain_tracks(fl, seed_stride=0)
+
+
+def dense_reference_chain(flow: FlowPair, *, cycle_threshold: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """The whole-video algorithm written out plainly (the code before streaming, issue 13): the
+    live points of each frame kept as one growing list per seeded track. Returns (start [N],
+    tracks as a list of float32 [len, 2]) in seeding order."""
+    t_all, _, h, w = flow.forward.shape[0] + 1, *flow.forward.shape[1:]
+    grid = seed_grid(h, w, stride=1)
+    pos, ids = grid.clone(), list(range(grid.shape[0]))
+    history = [[p] for p in grid.numpy()]
+    starts = [0] * grid.shape[0]
+    for t in range(t_all):
+        if t > 0:
+            new = grid[~covered_cells(pos, height=h, width=w, stride=1)]
+            ids += range(len(history), len(history) + new.shape[0])
+            history += [[p] for p in new.numpy()]
+            starts += [t] * new.shape[0]
+            pos = torch.cat([pos, new])
+        if t == t_all - 1:
+            break
+        nxt, keep, _ = cycle_step(flow.forward[t], flow.backward[t], pos, cycle_threshold=cycle_threshold)
+        pos, ids = nxt[keep], [i for i, k in zip(ids, keep.tolist()) if k]
+        for i, p in zip(ids, pos.numpy()):
+            history[i].append(p)
+    return np.array(starts), [np.array(h_, np.float32) for h_ in history]
+
+
+@pytest.mark.parametrize("every", [1, 3, 8, 100])
+def test_streamed_chaining_equals_the_whole_video_algorithm_bit_for_bit(every):
+    """TrackChainer fed the flow frame by frame, handing out ended tracks every `every` frames,
+    gives exactly the tracks of the plain whole-video algorithm (as a set), in the order
+    (last frame, seeding order), with labels as label_tracks gives them."""
+    scene = make_scene(seed=5, num_frames=15, height=40, width=56)
+    flow, (_, masks) = scene.flow(), scene.render()
+    starts, ref = dense_reference_chain(flow)
+    chainer = TrackChainer(height=40, width=56)
+    parts = []
+    for t in range(14):
+        chainer.add_frame(mask=masks[t])
+        chainer.advance(flow.forward[t], flow.backward[t])
+        if t % every == every - 1:
+            parts.extend(chainer.finished())
+    chainer.add_frame(mask=masks[14])
+    parts.extend(chainer.close())
+    got = TrackSet.concat(parts)
+    ends = np.array([s + len(r) - 1 for s, r in zip(starts, ref)])
+    order = np.lexsort((np.arange(len(ref)), ends))
+    assert len(got) == len(ref) > 40 * 56
+    np.testing.assert_array_equal(got.start, starts[order])
+    np.testing.assert_array_equal(got.points, np.concatenate([ref[i] for i in order]))
+    whole = label_tracks(chain_tracks(flow), masks, np.ones(15, bool))
+    np.testing.assert_array_equal(got.labels, whole.labels)
+    np.testing.assert_array_equal(got.offsets, whole.offsets)
+    assert got.num_frames == 15 and all(p.num_frames <= 15 for p in parts)
+
+
+def test_chainer_drops_short_tracks_and_labels_on_the_first_annotated_frame():
+    scene = make_scene(seed=2, num_frames=10, height=32, width=48)
+    flow, (_, masks) = scene.flow(), scene.render()
+    has_mask = np.zeros(10, bool)
+    has_mask[[3, 7]] = True  # sparse ground truth, as FBMS-59
+    chainer = TrackChainer(height=32, width=48, min_length=3)
+    for t in range(9):
+        chainer.add_frame(mask=masks[t] if has_mask[t] else None)
+        chainer.advance(flow.forward[t], flow.backward[t])
+    chainer.add_frame()
+    got = TrackSet.concat(list(chainer.close()))
+    whole = label_tracks(chain_tracks(flow), masks, has_mask)
+    keep = whole.lengths >= 3
+    assert 0 < keep.sum() < len(whole) and got.lengths.min() == 3
+    np.testing.assert_array_equal(got.start, whole.start[keep])
+    np.testing.assert_array_equal(got.labels, whole.labels[keep])
+    np.testing.assert_array_equal(got.points, whole.select(np.flatnonzero(keep)).points)
+    assert (got.labels == 255).any() and (got.labels == 0).any()  # tracks that met no mask frame stay VOID
+
+
+def test_chainer_refuses_calls_out_of_order_and_wrong_shapes():
+    fl = constant_flow(3, 8, 8, 0.0, 0.0)
+    chainer = TrackChainer(height=8, width=8)
+    with pytest.raises(RuntimeError, match="expected add_frame\\(\\) for frame 0 first"):
+        chainer.advance(fl.forward[0], fl.backward[0])
+    chainer.add_frame()
+    with pytest.raises(RuntimeError, match="frame 0 has not been advanced from yet"):
+        chainer.add_frame()
+    with pytest.raises(ValueError, match=r"forward flow of frame 0 has shape \(2, 8, 9\); expected \(2, 8, 8\)"):
+        chainer.advance(torch.zeros(2, 8, 9), fl.backward[0])
+    with pytest.raises(ValueError, match="min_length must be a positive integer"):
+        TrackChainer(height=8, width=8, min_length=0)
+
+
+def test_finished_tracks_come_in_bounded_batches_with_the_same_content(monkeypatch):
+    from trackprep.core import chaining
+
+    scene = make_scene(seed=5, num_frames=12, height=40, width=56)
+    flow = scene.flow()
+    whole = chain_tracks(flow)
+    monkeypatch.setattr(chaining, "OUT_POINTS", 1000)
+    chainer = TrackChainer(height=40, width=56)
+    parts = []
+    for t in range(11):
+        chainer.add_frame()
+        chainer.advance(flow.forward[t], flow.backward[t])
+        if t == 5:
+            parts.extend(chainer.finished())
+    chainer.add_frame()
+    last = list(chainer.close())
+    assert len(last) > 5 and all(p.points.shape[0] <= 1000 + 12 for p in last)  # at most one track over
+    got = TrackSet.concat(parts + last)
+    np.testing.assert_array_equal(got.points, whole.points)
+    np.testing.assert_array_equal(got.offsets, whole.offsets)
+
+    chainer = TrackChainer(height=40, width=56)
+    chainer.add_frame()
+    chainer.advance(flow.forward[0], flow.backward[0])
+    chainer.add_frame()
+    stale = chainer.finished()
+    chainer.advance(flow.forward[1], flow.backward[1])
+    chainer.add_frame()
+    list(chainer.finished())
+    with pytest.raises(RuntimeError, match="read after a later finished"):
+        list(stale)

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from test_fetch import Server, davis_zip
 from trackprep.cli import app
 from trackprep.io import annotation_store as S
+from trackprep.io.annotation_reader import open_annotations
 from trackprep.io.datahome import ENV_VAR, DataHomeError, data_home, default_data_home, locate_dataset
 from trackprep.io.manifests import MANIFEST_DIR_ENV, manifest_dir
 
@@ -68,7 +69,7 @@ def test_annotate_and_check_find_davis2016_in_the_data_home(home, shared_data):
     assert "output: annotations/davis2016.zarr (no --out given)" in r.stderr
     assert f"davis2016: {home / 'davis2016'} (data home)" in r.stderr
     assert S.complete_videos(S.open_store(out)) == ["davis2016/car-shadow"]
-    assert S.read_video(S.open_store(out), "davis2016/car-shadow").frames.shape == (40, 64, 112, 3)
+    assert open_annotations(out)["davis2016/car-shadow"].frames.shape == (40, 64, 112, 3)
 
     r = run("check", "davis2016")
     assert r.exit_code == 0, r.output

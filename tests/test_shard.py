@@ -7,6 +7,7 @@ import pytest
 import zarr
 from zarr.storage import LocalStore, WrapperStore
 
+import trackprep
 from trackprep.core.chaining import chain_tracks
 from trackprep.core.labels import label_tracks
 from trackprep.core.segments import segment_seed, select_segment_tracks
@@ -55,12 +56,15 @@ def test_tail_rule_and_skipped_videos(segments):
 
 
 def test_segment_arrays_equal_annotation_slices_rebased(annotations, segments):
+    """The segments equal what the dense layout (format version 1: tracks [N, T, 2], visible
+    [N, T]) gives for the same tracks: its slices, and the rows the rule draws over all N rows."""
     out, _ = segments
     reader = sstore.SegmentReader(out)
-    source = astore.open_store(annotations)
+    source = trackprep.open_annotations(annotations)
     for i in range(len(reader)):
         seg = reader.read(i)
-        v = astore.read_video(source, seg["video"])
+        v = source[seg["video"]]
+        dense_tracks, dense_visible = v.dense()  # the version-1 arrays
         s, n = seg["start"], seg["num_tracks"]
         window = slice(s, s + 24)
         np.testing.assert_array_equal(seg["frames"], v.frames[window])
@@ -69,11 +73,11 @@ def test_segment_arrays_equal_annotation_slices_rebased(annotations, segments):
         rows = seg["track_ids"][:n]
         assert rows.min() >= 0 and np.all(np.diff(rows) > 0)
         # frame k of the segment is frame s + k of the video (re-based time, same pixel coordinates)
-        np.testing.assert_array_equal(seg["tracks"][:n], v.tracks[:][rows, window])
-        np.testing.assert_array_equal(seg["visible"][:n], v.visible[:][rows, window])
-        np.testing.assert_array_equal(seg["labels"][:n], v.labels[:][rows])
+        np.testing.assert_array_equal(seg["tracks"][:n], dense_tracks[rows, window])
+        np.testing.assert_array_equal(seg["visible"][:n], dense_visible[rows, window])
+        np.testing.assert_array_equal(seg["labels"][:n], v.labels[rows])
         # and they are the rows the documented rule draws for this (seed, video, start)
-        expected = select_segment_tracks(v.visible[:][:, window], v.labels[:], n=300, fg_share=0.5,
+        expected = select_segment_tracks(dense_visible[:, window], v.labels, n=300, fg_share=0.5,
                                          seed=segment_seed(7, seg["video"], s))
         np.testing.assert_array_equal(rows, expected)
 
@@ -82,10 +86,9 @@ def test_independent_check_every_kept_track_is_a_source_window(annotations, segm
     # Without trusting track_ids: each kept track equals some source track's window, byte for byte.
     out, _ = segments
     reader = sstore.SegmentReader(out)
-    source = astore.open_store(annotations)
     seg = reader.read(1)  # synth/a from frame 14
-    v = astore.read_video(source, seg["video"])
-    windows = {np.ascontiguousarray(r).tobytes() for r in v.tracks[:][:, 14:38]}
+    v = trackprep.open_annotations(annotations)[seg["video"]]
+    windows = {np.ascontiguousarray(r).tobytes() for r in v.dense(frames=(14, 38))[0]}
     n = seg["num_tracks"]
     assert all(np.ascontiguousarray(t).tobytes() in windows for t in seg["tracks"][:n])
 

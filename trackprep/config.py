@@ -35,6 +35,15 @@ DEFAULTS: dict[str, Any] = {
         "cycle_threshold": 1.5,
         # DINO-Tracker seeds a track at every pixel (stride 1).
         "seed_stride": 1,
+        # Shorter tracks are not stored: a one-frame track gives no correspondence pair (about
+        # half the tracks of a DAVIS video at stride 1), and DINO-Tracker drops them too.
+        "min_track_length": 2,
+    },
+    "frames": {
+        # How the annotation store keeps frames: "lossless" (Blosc zstd) or "jpeg" at jpeg_quality
+        # (benchmarks/bench_long_video.py --frames: size and PSNR on DAVIS).
+        "codec": "lossless",
+        "jpeg_quality": 95,
     },
     "shard": {
         # Track4Gen Sec. 4.1: SVD is fine-tuned on 24-frame clips (xt variant).
@@ -59,6 +68,9 @@ ANNOTATION_RESULT_KEYS: tuple[tuple[str, ...], ...] = (
     ("flow", "dis_preset"),
     ("tracks", "cycle_threshold"),
     ("tracks", "seed_stride"),
+    ("tracks", "min_track_length"),
+    ("frames", "codec"),
+    ("frames", "jpeg_quality"),
 )
 
 # Flow options that only one backend reads: left out of other backends' fingerprints.
@@ -67,6 +79,7 @@ _BACKEND_OF_KEY = {"raft_model": "raft", "raft_weights": "raft", "iters": "raft"
 FLOW_BACKENDS = ("raft", "dis", "oracle")
 RAFT_MODELS = ("large", "small")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
+FRAME_CODECS = ("lossless", "jpeg")  # trackprep.io.frame_codecs (not imported here: it needs zarr)
 
 
 class ConfigError(ValueError):
@@ -133,6 +146,12 @@ def _check(config: dict, *, source: str) -> dict:
     tracks["cycle_threshold"] = float(thr)
     expect(is_int(tracks["seed_stride"]) and tracks["seed_stride"] >= 1,
            "tracks.seed_stride", tracks["seed_stride"], "a positive integer")
+    expect(is_int(tracks["min_track_length"]) and tracks["min_track_length"] >= 1,
+           "tracks.min_track_length", tracks["min_track_length"], "a positive integer number of frames")
+    frames = config["frames"]
+    expect(frames["codec"] in FRAME_CODECS, "frames.codec", frames["codec"], f"one of {list(FRAME_CODECS)}")
+    expect(is_int(frames["jpeg_quality"]) and 1 <= frames["jpeg_quality"] <= 100,
+           "frames.jpeg_quality", frames["jpeg_quality"], "an integer in 1..100")
     expect(is_int(shard["segment_length"]) and shard["segment_length"] >= 2,
            "shard.segment_length", shard["segment_length"], "an integer >= 2")
     expect(is_int(shard["tracks_per_segment"]) and shard["tracks_per_segment"] >= 1,
@@ -204,8 +223,22 @@ def annotation_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
     for path in ANNOTATION_RESULT_KEYS:
         if path[0] == "flow" and _BACKEND_OF_KEY.get(path[1], backend) != backend:
             continue
+        if path == ("frames", "jpeg_quality") and config["frames"]["codec"] != "jpeg":
+            continue  # read only by the JPEG codec
         value: Any = config
         for part in path:
             value = value[part]
         out[".".join(path)] = value
     return out
+
+
+def config_differences(stored: Any, now: Any, *, prefix: str = "") -> list[str]:
+    """"setting: stored X, now Y" for each setting that differs between two configurations,
+    nested dicts compared key by key (settings named by dotted paths), so a refusal names
+    what changed instead of printing both configurations whole."""
+    if isinstance(stored, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(stored) | set(now), key=str):
+            out += config_differences(stored.get(key), now.get(key), prefix=f"{prefix}{key}.")
+        return out
+    return [] if stored == now else [f"{prefix.rstrip('.') or 'config'}: stored {stored!r}, now {now!r}"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from trackprep.config import resolve_config
 from trackprep.core.synthetic import Scene
-from trackprep.io import annotation_store as store_io
+from trackprep.io.annotation_reader import VideoAnnotations, open_annotations
 from trackprep.io.datasets.synthetic import SCENE_FILE, write_synthetic_dataset
 from trackprep.pipeline.annotate import AnnotateSummary, annotate
 
@@ -36,12 +36,11 @@ class TrackAccuracy:
     p95_px: float
 
 
-def score_against_scene(video: store_io.StoredVideo, scene: Scene, *, sample: int = 2000, seed: int = 0) -> TrackAccuracy:
+def score_against_scene(video: VideoAnnotations, scene: Scene, *, sample: int = 2000, seed: int = 0) -> TrackAccuracy:
     """Distance between `sample` stored tracks and the scene's exact tracks of the same start points."""
     n = video.num_tracks
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
-    tracks = np.asarray(video.tracks.get_orthogonal_selection((rows, slice(None), slice(None))))
-    visible = np.asarray(video.visible.get_orthogonal_selection((rows, slice(None))))
+    tracks, visible = video.dense(rows)
     err = scene.track_errors(tracks, visible)
     return TrackAccuracy(points=int(err.size), median_px=float(np.median(err)), p95_px=float(np.percentile(err, 95)))
 
@@ -92,11 +91,11 @@ def run_demo(
     )
     timings["annotate"] = time.perf_counter() - t0
 
-    root = store_io.open_store(store)
+    annotations = open_annotations(store)
     accuracy = {}
-    for key in store_io.complete_videos(root):
+    for key in annotations:
         scene = Scene.from_dict(json.loads((dataset / key.split("/", 1)[1] / SCENE_FILE).read_text()))
-        accuracy[key] = score_against_scene(store_io.read_video(root, key), scene.rescaled(height=size[0], width=size[1]))
+        accuracy[key] = score_against_scene(annotations[key], scene.rescaled(height=size[0], width=size[1]))
 
     result = DemoResult(out=out, dataset=dataset, store=store, summary=summary, accuracy=accuracy, timings=timings)
 
@@ -117,7 +116,7 @@ def run_demo(
     t0 = time.perf_counter()
     from trackprep.viz import viz
 
-    done = store_io.complete_videos(root)
+    done = annotations.keys()
     if done:
         result.picture = viz(store, out / "tracks.png", video=done[0])
         viz(store, out / "tracks.gif", video=done[0])

@@ -14,6 +14,7 @@ import numpy as np
 
 from trackprep.core import draw
 from trackprep.io import annotation_store as astore
+from trackprep.io.annotation_reader import open_annotations
 from trackprep.io import schema
 from trackprep.io import segment_store as sstore
 
@@ -41,31 +42,25 @@ class VizInput:
 def load_video(store: str | os.PathLike, video: str, *, max_tracks: int = DEFAULT_MAX_TRACKS) -> VizInput:
     """One video of an annotation store, with about `max_tracks` tracks spread over the frame.
 
-    Only visible and labels are read whole; tracks only for the chosen rows.
+    The tracks are chosen from their first points and lengths; only the chosen rows are
+    expanded to dense [n, T, 2], so a video with 10^6 tracks is never held dense in memory.
     """
-    root = astore.open_store(store, mode="r")
-    v = astore.read_video(root, video)
-    visible = np.asarray(v.visible[:], bool)
-    h, w = v.frames.shape[1:3]
-    # Tracks are chunked by rows: read them a chunk of rows at a time and keep only each
-    # track's first point, so a video with 10^5+ tracks is never held dense in memory.
-    start = np.argmax(visible, axis=1)
-    first = np.full((visible.shape[0], 2), np.nan, np.float32)
-    step = int(v.tracks.chunks[0])
-    for a in range(0, visible.shape[0], step):
-        block = np.asarray(v.tracks[a : a + step])
-        first[a : a + block.shape[0]] = block[np.arange(block.shape[0]), start[a : a + block.shape[0]]]
-    rows = draw.spread_tracks(first, visible.sum(axis=1), n=max_tracks, height=h, width=w)
-    tracks = (np.asarray(v.tracks.get_orthogonal_selection((rows, slice(None), slice(None))), np.float32)
-              if rows.size else np.zeros((0, v.num_frames, 2), np.float32))
+    annotations = open_annotations(store)
+    v = annotations[video]
+    damaged = astore.damaged_videos(annotations.root, checksums=True, keys=[v.key])  # a missing chunk draws on black
+    if damaged:
+        raise VizError(damaged[v.key])
+    h, w = v.size
+    rows = draw.spread_tracks(v.first_points(), v.length, n=max_tracks, height=h, width=w)
+    tracks, visible = v.dense(rows)
     return VizInput(title=video, frames=np.asarray(v.frames[:]), masks=np.asarray(v.masks[:]), tracks=tracks,
-                    visible=visible[rows], labels=np.asarray(v.labels[:])[rows])
+                    visible=visible, labels=v.labels[rows])
 
 
 def load_segment(store: str | os.PathLike, index: int, *, max_tracks: int = DEFAULT_MAX_TRACKS) -> VizInput:
     """One segment of a segment store (complete or not yet), with about `max_tracks` of its tracks."""
     reader = sstore.SegmentReader(store, require_complete=False)
-    seg = reader.read(index)
+    seg = reader.read(index, verify=True)  # a missing frames file would draw on black
     n = seg["num_tracks"]
     tracks, visible = seg["tracks"][:n], seg["visible"][:n]
     rows = draw.spread_tracks(draw.first_visible_points(tracks, visible), visible.sum(axis=1), n=max_tracks,

@@ -101,21 +101,25 @@ def run_annotate(
 
 def store_info_lines(path: Path) -> list[str]:
     """Human-readable description of an annotation store."""
-    from trackprep.io import annotation_store as store_io
+    from trackprep.io.annotation_reader import open_annotations
 
-    s = store_io.store_summary(store_io.open_store(path))
+    s = open_annotations(path).summary()
     lines = [
         f"{s['store']}: {s['format']} v{s['format_version']} (trackprep {s['package_version']})",
         f"videos: {s['videos_complete']} complete, {s['videos_failed']} failed, {len(s['videos_incomplete'])} incomplete",
-        f"frames: {s['frames']}, tracks: {s['tracks']}, foreground share: {100 * s['foreground_share']:.1f}%",
+        f"frames: {s['frames']}, tracks: {s['tracks']}, points: {s['points']}, "
+        f"foreground share: {100 * s['foreground_share']:.1f}%",
     ]
     for v in s["per_video"]:
         fg = v["foreground_tracks"] / v["tracks"] if v["tracks"] else 0.0
-        lines.append(f"  {v['video']}: {v['frames']} frames, {v['tracks']} tracks, {100 * fg:.1f}% foreground")
+        lines.append(f"  {v['video']}: {v['frames']} frames, {v['tracks']} tracks, {100 * fg:.1f}% foreground, "
+                     f"tracks {v['track_bytes'] / v['frames'] / 1e6:.2f} MB per frame")
     for key in s["videos_incomplete"]:
         lines.append(f"  {key}: INCOMPLETE (interrupted; rerun annotate to redo it)")
     for key, err in s["failures"].items():
         lines.append(f"  {key}: FAILED {err}")
+    for key, problem in s["damaged"].items():
+        lines.append(f"  {key}: DAMAGED {problem} (rerun annotate to redo it)")
     lines.append("config: " + json.dumps(s["config"], sort_keys=True))
     return lines
 
@@ -145,6 +149,10 @@ def register(app: typer.Typer) -> None:
         dis_preset: Optional[str] = typer.Option(None, "--dis-preset", help="DIS preset: ultrafast, fast, medium."),
         size: Optional[str] = typer.Option(None, "--size", help="Working size HxW (default 320x576)."),
         seed_stride: Optional[int] = typer.Option(None, "--seed-stride", help="Seed a track every N pixels (default 1)."),
+        min_track_length: Optional[int] = typer.Option(
+            None, "--min-track-length", help="Store only tracks of at least N frames (default 2)."),
+        frames_codec: Optional[str] = typer.Option(None, "--frames-codec", help="lossless (default) or jpeg."),
+        jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", help="JPEG quality 1..100 (default 95)."),
         cycle_threshold: Optional[float] = typer.Option(None, "--cycle-threshold", help="Forward-backward error limit in px (default 1.5)."),
         scheduler: str = typer.Option("local", "--scheduler", help="local (threads in this process, one video per core), processes (a LocalCluster of worker processes), serial, or the ADDRESS of a running Dask scheduler (prints its dashboard link)."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Videos at a time for local/processes (default: one per core, within memory)."),
@@ -157,7 +165,9 @@ def register(app: typer.Typer) -> None:
             "size": size,
             "flow": {"name": flow, "raft_model": raft_model, "raft_weights": raft_weights, "iters": iters,
                      "batch_size": batch_size, "device": device, "dis_preset": dis_preset},
-            "tracks": {"seed_stride": seed_stride, "cycle_threshold": cycle_threshold},
+            "tracks": {"seed_stride": seed_stride, "cycle_threshold": cycle_threshold,
+                       "min_track_length": min_track_length},
+            "frames": {"codec": frames_codec, "jpeg_quality": jpeg_quality},
         }
         code = run_annotate(
             datasets=dataset, roots=root, out=out, config_path=config, overrides=overrides,
@@ -192,7 +202,9 @@ def register(app: typer.Typer) -> None:
             return
         try:
             if as_json:
-                typer.echo(json.dumps(store_io.store_summary(store_io.open_store(store)), indent=2, sort_keys=True))
+                from trackprep.io.annotation_reader import open_annotations
+
+                typer.echo(json.dumps(open_annotations(store).summary(), indent=2, sort_keys=True))
             else:
                 for line in store_info_lines(store):
                     typer.echo(line)
@@ -200,11 +212,15 @@ def register(app: typer.Typer) -> None:
             fail(str(exc))
 
     @app.command("validate")
-    def validate_cli(store: Path = typer.Argument(..., help="A trackprep store.")) -> None:
-        """Check every contract rule of a store; exit 1 on any violation."""
+    def validate_cli(
+        store: Path = typer.Argument(..., help="A trackprep store."),
+        quick: bool = typer.Option(False, "--quick", help="Only check that every file is there and unchanged "
+                                   "(recorded CRC-32), without decoding the data or the contract rules."),
+    ) -> None:
+        """Check every contract rule of a store, reading every chunk; exit 1 on any violation."""
         from trackprep.io.validate import validate_store
 
-        problems = validate_store(store)
+        problems = validate_store(store, quick=quick)
         for p in problems:
             typer.echo(p)
         if problems:

@@ -21,6 +21,8 @@ def segment_info_lines(summary: dict) -> list[str]:
     s = summary
     n = s["tracks_per_segment"]
     status = "complete" if s["complete"] else f"INCOMPLETE: {s['segments_written']} of {s['segments']} written"
+    if s["damaged"]:
+        status = f"DAMAGED ({len(s['damaged'])} file(s) missing: `trackprep validate` lists them; shard --overwrite rebuilds)"
     lines = [
         f"{s['store']}: {s['format']} v{s['format_version']} (trackprep {s['package_version']}), {status}",
         f"segments: {s['segments']} of {s['length']} frames at {s['height']}x{s['width']}, from {len(s['videos'])} videos",
@@ -34,6 +36,7 @@ def segment_info_lines(summary: dict) -> list[str]:
         lines.append(f"  {video}: {count} segments")
     for video, frames in (s["config"] or {}).get("skipped_videos", []):
         lines.append(f"  {video}: skipped ({frames} frames < {s['length']})")
+    lines += [f"  DAMAGED {problem}" for problem in s["damaged"]]
     lines.append("config: " + json.dumps(s["config"], sort_keys=True))
     return lines
 
@@ -62,6 +65,8 @@ def register(app: typer.Typer) -> None:
         tracks_dtype: str = typer.Option("float32", "--tracks-dtype", help="float32, or float16 to halve track bytes."),
         segments_per_shard: int = typer.Option(DEFAULT_SEGMENTS_PER_SHARD, "--segments-per-shard",
                                                help="Segments per shard file (and per parallel task)."),
+        frames_codec: Optional[str] = typer.Option(None, "--frames-codec", help="lossless (default) or jpeg."),
+        jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", help="JPEG quality 1..100 (default 95)."),
         scheduler: str = typer.Option("local", "--scheduler",
                                       help="local (threads in this process), processes (a LocalCluster of worker "
                                            "processes), serial, or the ADDRESS of a running Dask scheduler (as for annotate)."),
@@ -82,11 +87,14 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"output: {out} (no --out given)", err=True)
         try:
             # The defaults, and a --config file, come from trackprep.config like annotate's; flags override them.
-            cfg = resolve_config(path=config, overrides={"shard": {
-                "segment_length": length, "tracks_per_segment": tracks, "fg_share": fg_share, "seed": seed}})["shard"]
+            resolved = resolve_config(path=config, overrides={"shard": {
+                "segment_length": length, "tracks_per_segment": tracks, "fg_share": fg_share, "seed": seed},
+                "frames": {"codec": frames_codec, "jpeg_quality": jpeg_quality}})
+            cfg, frames_cfg = resolved["shard"], resolved["frames"]
             length = cfg["segment_length"]
             result = shard(store, out, length=length, stride=stride, tracks=cfg["tracks_per_segment"],
-                           fg_share=cfg["fg_share"], seed=cfg["seed"],
+                           fg_share=cfg["fg_share"], seed=cfg["seed"], frames_codec=frames_cfg["codec"],
+                           jpeg_quality=frames_cfg["jpeg_quality"],
                            tracks_dtype=tracks_dtype, segments_per_shard=segments_per_shard, scheduler=scheduler,
                            workers=workers, overwrite=overwrite, log=lambda line: typer.echo(line, err=True))
         except (StoreError, SegmentStoreError, OSError, ValueError) as exc:

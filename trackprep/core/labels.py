@@ -51,12 +51,5 @@ def nearest_pixel(points: np.ndarray, *, height: int, width: int) -> tuple[np.nd
     return y, x
 
 
-def first_annotated_points(visible: np.ndarray, has_mask: np.ndarray) -> np.ndarray:
-    """int64 [N]: for dense visibility bool [N, T], each track's first frame that is visible and
-    has a mask (the frame label_tracks labels it at), or -1 when it meets no annotated frame."""
-    hit = visible & has_mask[None, :]
-    return np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
-
-
 def is_foreground(labels: np.ndarray) -> np.ndarray:
     return (labels > 0) & (labels != VOID)

@@ -112,20 +112,22 @@ class Scene:
             masks[t] = top.astype(np.uint8)
         return frames, masks
 
-    def flow(self) -> FlowPair:
-        """Exact flow: forward[t] at a pixel of frame t follows the layer visible there to t+1;
-        backward[t] at a pixel of frame t+1 follows its visible layer back to t."""
+    def flow(self, *, first: int = 0, last: int | None = None) -> FlowPair:
+        """Exact flow between frames first .. last (default all): forward[i] at a pixel of frame
+        first + i follows the layer visible there one frame on; backward[i] at a pixel of frame
+        first + i + 1 follows its visible layer back."""
+        last = self.num_frames - 1 if last is None else last
         grid = self._pixel_grid()
-        shape = (self.num_frames - 1, 2, self.height, self.width)
+        shape = (last - first, 2, self.height, self.width)
         forward, backward = np.empty(shape, np.float32), np.empty(shape, np.float32)
-        for t in range(self.num_frames - 1):
+        for i, t in enumerate(range(first, last)):
             for out, t_from, t_to in ((forward, t, t + 1), (backward, t + 1, t)):
                 top = self.top_layer(t_from, grid)
                 f = np.empty((self.height, self.width, 2))
                 for k in range(len(self.layers)):
                     sel = top == k
                     f[sel] = self._map(k, t_from, t_to, grid[sel]) - grid[sel]
-                out[t] = f.transpose(2, 0, 1)
+                out[i] = f.transpose(2, 0, 1)
         import torch  # here, not at the top: the dataset readers import this module and must start without torch
 
         return FlowPair(forward=torch.from_numpy(forward), backward=torch.from_numpy(backward))

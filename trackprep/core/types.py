@@ -20,6 +20,17 @@ if TYPE_CHECKING:  # imported where a FlowPair is checked, so that readers and c
 VOID = 255  # mask value for "not annotated" pixels (DAVIS) and unknown track labels
 
 
+def ragged_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """int64 indices of the concatenated ranges starts[i] .. starts[i] + lengths[i] - 1: the
+    gather that turns rows of a ragged array into its points."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    total = int(lengths.sum())
+    if total == 0:
+        return np.empty(0, dtype=np.int64)
+    ends = np.cumsum(lengths)
+    return np.arange(total, dtype=np.int64) + np.repeat(np.asarray(starts, np.int64) - (ends - lengths), lengths)
+
+
 def check_frames(frames: np.ndarray, *, what: str = "frames") -> None:
     if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         got = f"{type(frames).__name__} {getattr(frames, 'dtype', '?')} {getattr(frames, 'shape', '?')}"
@@ -148,11 +159,8 @@ class TrackSet:
             return tracks, visible
         lengths = self.lengths[idx]
         row = np.repeat(np.arange(n), lengths)
-        # position of each point within its track: 0 .. length-1
-        within = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        col = np.repeat(self.start[idx].astype(np.int64), lengths) + within
-        src = np.repeat(self.offsets[idx], lengths) + within
-        tracks[row, col] = self.points[src]
+        col = ragged_ranges(self.start[idx], lengths)
+        tracks[row, col] = self.points[ragged_ranges(self.offsets[idx], lengths)]
         visible[row, col] = True
         return tracks, visible
 
@@ -162,12 +170,25 @@ class TrackSet:
         lengths = self.lengths[rows]
         offsets = np.zeros(rows.shape[0] + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        within = np.arange(offsets[-1]) - np.repeat(offsets[:-1], lengths)
-        src = np.repeat(self.offsets[rows], lengths) + within
         return TrackSet(
             num_frames=self.num_frames,
             start=self.start[rows],
             offsets=offsets,
-            points=self.points[src],
+            points=self.points[ragged_ranges(self.offsets[rows], lengths)],
             labels=self.labels[rows],
+        )
+
+    @classmethod
+    def concat(cls, parts: "list[TrackSet]", *, num_frames: int | None = None) -> "TrackSet":
+        """The tracks of `parts` one after another (e.g. the batches a TrackChainer hands out)."""
+        num_frames = max([p.num_frames for p in parts], default=0) if num_frames is None else num_frames
+        lengths = np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64)
+        offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(
+            num_frames=num_frames,
+            start=np.concatenate([p.start for p in parts]) if parts else np.zeros(0, np.int32),
+            offsets=offsets,
+            points=np.concatenate([p.points for p in parts]) if parts else np.zeros((0, 2), np.float32),
+            labels=np.concatenate([p.labels for p in parts]) if parts else np.zeros(0, np.uint8),
         )

@@ -35,7 +35,7 @@ from trackprep.core.tapvid_metrics import (
 )
 from trackprep.core.track_query import DEFAULT_NEIGHBOURS, DEFAULT_RADIUS, DEFAULT_ROWS_PER_CHUNK, query_tracks
 from trackprep.eval.groundtruth import GroundTruthVideo, read_groundtruth
-from trackprep.io.annotation_store import StoredVideo, complete_videos, open_store, read_video
+from trackprep.io.annotation_reader import VideoAnnotations, open_annotations
 
 # Columns of the printed table: (metric key, header). Values are printed x100.
 TABLE_COLUMNS = (
@@ -116,20 +116,6 @@ def benchmark_queries(gt: GroundTruthVideo, *, mode: str):
     return frames, tracks[np.arange(rows.size), frames].astype(np.float64), tracks, gt.occluded[rows]
 
 
-class _FirstFrames:
-    """A [N, T, ...] array seen through its first `frames` frames, still read by blocks of rows."""
-
-    def __init__(self, array, frames: int) -> None:
-        self.array, self.frames = array, frames
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return (int(self.array.shape[0]), self.frames, *self.array.shape[2:])
-
-    def __getitem__(self, rows: slice) -> np.ndarray:
-        return np.asarray(self.array[rows, : self.frames])
-
-
 def first_frames(gt: GroundTruthVideo, frames: int) -> GroundTruthVideo:
     """The ground truth of the video's first `frames` frames (queries after them dropped)."""
     keep = slice(None) if gt.queries is None else gt.queries[:, 0] < frames - 0.5
@@ -143,7 +129,7 @@ def first_frames(gt: GroundTruthVideo, frames: int) -> GroundTruthVideo:
     )
 
 
-def areas_at_gt_size(stored: StoredVideo | None, gt: GroundTruthVideo) -> np.ndarray:
+def areas_at_gt_size(stored: VideoAnnotations | None, gt: GroundTruthVideo) -> np.ndarray:
     """float64 [T] foreground area per frame in ground-truth pixels; NaN where not scorable.
     From the ground truth's masks, else the store's (`stored`; None: no masks, all NaN)."""
     if gt.masks is not None:
@@ -191,7 +177,7 @@ def score_predictions(
 
 
 def score_video(
-    stored: StoredVideo,
+    stored: VideoAnnotations,
     gt: GroundTruthVideo,
     *,
     mode: str,
@@ -208,13 +194,13 @@ def score_video(
         raise EvaluationError(
             f"video {stored.key!r}: ground truth {gt.name!r} has {gt.num_frames} frames, the store {stored.num_frames}"
         )
-    store_tracks, store_visible = stored.tracks, stored.visible
     if max_frames is not None:
         if max_frames < 2:
             raise ValueError(f"max_frames: expected an integer >= 2, got {max_frames}")
         if max_frames < gt.num_frames:
             gt = first_frames(gt, max_frames)
-            store_tracks, store_visible = _FirstFrames(store_tracks, max_frames), _FirstFrames(store_visible, max_frames)
+    # Dense [N, T', 2] / [N, T'] views over the first T' frames, expanded a block of rows at a time.
+    store_tracks, store_visible = stored.dense_rows(frames=(0, gt.num_frames))
     store_size = (int(stored.frames.shape[1]), int(stored.frames.shape[2]))
     frames, query_xy, gt_tracks, gt_occluded = benchmark_queries(gt, mode=mode)
     queries = np.concatenate([frames[:, None], rescale_points(query_xy, from_size=gt.size, to_size=store_size)], axis=1)
@@ -244,8 +230,8 @@ def evaluate_store(
     `max_frames` scores each video's first frames only (Track4Gen Table 2 reports 24-frame clips)."""
     check_mode(mode)
     videos = read_groundtruth(groundtruth, format=format)
-    root = open_store(store, mode="r")
-    keys = complete_videos(root)
+    annotations = open_annotations(store)
+    keys = annotations.keys()
     matched, unmatched = match_videos(keys, [v.name for v in videos])
     if not matched:
         raise EvaluationError(
@@ -254,7 +240,7 @@ def evaluate_store(
         )
     scores = [
         score_video(
-            read_video(root, matched[gt.name]), gt, mode=mode, k=k, radius=radius, rows_per_chunk=rows_per_chunk,
+            annotations[matched[gt.name]], gt, mode=mode, k=k, radius=radius, rows_per_chunk=rows_per_chunk,
             max_frames=max_frames,
         )
         for gt in videos

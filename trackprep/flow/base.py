@@ -1,10 +1,16 @@
-"""The flow-estimator interface: a clip's frames in, forward and backward flow for every
-consecutive pair out (a `FlowPair`, channel-first, float32 on the CPU)."""
+"""The flow-estimator interface: frames in, forward and backward flow for every consecutive
+pair out (a `FlowPair`, channel-first, float32 on the CPU).
+
+`estimate_frames` takes any run of consecutive frames, so a long video is estimated one
+window at a time (trackprep.pipeline.annotate); windows of `window_multiple` pairs give
+exactly the flow of the whole clip (RAFT batches the same pairs together either way)."""
 
 from __future__ import annotations
 
 import abc
+from typing import Any
 
+import numpy as np
 import torch
 
 from trackprep.core.types import Clip, FlowPair
@@ -22,9 +28,19 @@ class FlowSetupError(RuntimeError):
 class FlowEstimator(abc.ABC):
     name: str
 
+    # Pairs per window that keep the flow of a window bit-identical to that of the whole clip.
+    window_multiple: int = 1
+
     @abc.abstractmethod
+    def estimate_frames(self, frames: np.ndarray, *, first: int = 0, scene: Any = None) -> FlowPair:
+        """Forward flow t -> t+1 and backward flow t+1 -> t for the consecutive frames uint8
+        [n, H, W, 3] (n >= 2), which are frames first .. first + n - 1 of their video. `scene`:
+        the synthetic scene a clip carries (Clip.scene), for the oracle backend."""
+
     def estimate(self, clip: Clip) -> FlowPair:
         """Forward flow t -> t+1 and backward flow t+1 -> t for t = 0 .. T-2."""
+        self._check_clip(clip)
+        return self.estimate_frames(clip.frames, scene=clip.scene)
 
     def config(self) -> dict:
         """The settings that determine the output, for a store's provenance attributes."""

@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import torch
 
-from trackprep.core.types import Clip, FlowPair
+from typing import Any
+
+from trackprep.core.types import FlowPair
 from trackprep.flow.base import FlowEstimator, FlowSetupError
 
 DIS_PRESETS = {
@@ -32,13 +34,12 @@ class DisEstimator(FlowEstimator):
     def config(self) -> dict:
         return {"name": self.name, "dis_preset": self.preset}
 
-    def estimate(self, clip: Clip) -> FlowPair:
-        self._check_clip(clip)
-        # A fresh DIS object per clip: it holds per-call buffers, so sharing one between
-        # threads (Dask workers) would race.
+    def estimate_frames(self, frames: np.ndarray, *, first: int = 0, scene: Any = None) -> FlowPair:
+        # A fresh DIS object per call: it holds per-call buffers, so sharing one between
+        # threads (Dask workers) would race. Each pair is computed from its two frames alone.
         dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
-        grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in clip.frames]  # DIS works on one channel
-        t_count, (height, width) = clip.num_frames, clip.size
+        grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]  # DIS works on one channel
+        t_count, (height, width) = frames.shape[0], frames.shape[1:3]
         forward = np.empty((t_count - 1, height, width, 2), dtype=np.float32)
         backward = np.empty_like(forward)
         for t in range(t_count - 1):

@@ -3,28 +3,37 @@ chaining, labelling and sharding can be tested with the flow error taken out."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+
 from trackprep.core.types import Clip, FlowPair
 from trackprep.flow.base import FlowEstimator
+
+
+_NO_SCENE = (
+    "the oracle flow backend needs a synthetic clip carrying its scene (trackprep.core.synthetic Scene.to_clip); "
+    "real videos have no ground-truth flow, use --flow raft or dis"
+)
 
 
 class OracleEstimator(FlowEstimator):
     name = "oracle"
 
     def estimate(self, clip: Clip) -> FlowPair:
-        self._check_clip(clip)
-        scene = clip.scene
+        if clip.scene is None:
+            raise ValueError(f"clip {clip.name!r}: {_NO_SCENE}")
+        return super().estimate(clip)
+
+    def estimate_frames(self, frames: np.ndarray, *, first: int = 0, scene: Any = None) -> FlowPair:
         if scene is None:
-            raise ValueError(
-                f"clip {clip.name!r}: the oracle flow backend needs a synthetic clip carrying its scene "
-                f"(trackprep.core.synthetic Scene.to_clip); real videos have no ground-truth flow, use --flow raft or dis"
-            )
-        height, width = clip.size
-        flow = scene.flow()
-        if tuple(flow.forward.shape[-2:]) != (height, width):
+            raise ValueError(_NO_SCENE)
+        height, width = frames.shape[1:3]
+        if (scene.height, scene.width) != (height, width):
             # The clip was resized after rendering: take the scene's exact flow at the clip's size.
-            flow = scene.rescaled(height=height, width=width).flow()
-        if flow.num_frames != clip.num_frames:
-            raise ValueError(
-                f"clip {clip.name!r}: has {clip.num_frames} frames but its scene has {flow.num_frames}"
-            )
+            scene = scene.rescaled(height=height, width=width)
+        last = first + frames.shape[0] - 1
+        if last >= scene.num_frames:
+            raise ValueError(f"frames {first}..{last} requested, but the scene has {scene.num_frames} frames")
+        flow = scene.flow(first=first, last=last)
         return FlowPair(forward=flow.forward.float().cpu(), backward=flow.backward.float().cpu())

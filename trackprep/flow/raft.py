@@ -24,6 +24,7 @@ while computing the same numbers (a test compares both to 1e-4):
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from torch import nn
 # torchvision's own grid and convex-upsampling helpers, so the result matches RAFT.forward exactly.
 from torchvision.models.optical_flow._utils import make_coords_grid, upsample_flow
 
-from trackprep.core.types import Clip, FlowPair
+from trackprep.core.types import FlowPair
 from trackprep.flow.base import DEFAULT_ITERS, FlowEstimator, FlowSetupError, select_device
 from trackprep.io.weights import RAFT_WEIGHTS, RaftWeightsError, load_raft, resolve_raft_weights
 
@@ -196,11 +197,16 @@ class RaftEstimator(FlowEstimator):
             return contextlib.nullcontext()
         return torch.autocast(device_type="cuda", dtype=_HALF_DTYPES[self.half])
 
-    def estimate(self, clip: Clip) -> FlowPair:
-        self._check_clip(clip)
+    @property
+    def window_multiple(self) -> int:  # type: ignore[override]
+        # A batch holds batch_size single-direction pairs; windows of lcm(batch_size, 2) / 2 frame
+        # pairs start every batch where the whole clip's batching starts one: the same batches.
+        return self.batch_size // math.gcd(self.batch_size, 2)
+
+    def estimate_frames(self, frames: np.ndarray, *, first: int = 0, scene: object = None) -> FlowPair:
         self.check_ready()
         net, device = self._net, self.device
-        t_count, height, width = clip.num_frames, *clip.size
+        t_count, height, width = frames.shape[:3]
         # Frames smaller than the pyramid allows (128 px) are padded up to it, not refused.
         left, right, top, bottom = pad_amounts(height, width, minimum=min_input_size(net))
         forward = torch.empty((t_count - 1, 2, height, width), dtype=torch.float32)
@@ -211,7 +217,7 @@ class RaftEstimator(FlowEstimator):
                 batch = jobs[start : start + self.batch_size]
                 frame_ids = sorted({j[0] for j in batch} | {j[1] for j in batch})
                 slot = {f: i for i, f in enumerate(frame_ids)}
-                images = frames_to_raft_input(clip.frames[frame_ids], device=device)
+                images = frames_to_raft_input(frames[frame_ids], device=device)
                 images = F.pad(images, (left, right, top, bottom), mode="replicate")
                 fmaps = net.feature_encoder(images)
                 first = sorted({j[0] for j in batch})

@@ -1,7 +1,12 @@
 """The annotation store: one Zarr v3 group per video (../shared/DESIGN.md, "Store contracts").
 
     A.zarr/                      root attrs: format, format_version, package_version, config, config_hash, config_fingerprint
-    A.zarr/<dataset>/<video>/    frames, masks, has_mask, tracks, visible, labels; attrs.status
+    A.zarr/<dataset>/<video>/    frames, masks, has_mask, points, start, length, labels; attrs.status
+
+Format version 2: tracks are a contiguous ragged array (points [P, 2], start [N], length [N]),
+so a video's store grows with its number of points, not with tracks x frames. A video is
+written as it is computed (`VideoWriter`: frames as decoded, tracks as they end), and read
+back through `trackprep.io.annotation_reader.open_annotations`.
 
 A video group is written by exactly one task, and `status = "complete"` is the
 last thing written, so a reader (or a resumed run) can trust any group marked
@@ -16,7 +21,7 @@ import hashlib
 import json
 import shutil
 import uuid
-from dataclasses import dataclass
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +30,15 @@ import zarr
 from zarr.codecs import BloscCodec
 from zarr.errors import ContainsArrayError, ContainsGroupError
 
+# zarr warns, on every read of `points`, that numcodecs' filters are not in the Zarr v3 core
+# spec (they are in numcodecs, which zarr-python and other numcodecs-based readers use).
+_NUMCODECS_WARNING = "Numcodecs codecs are not in the Zarr version 3 specification"
+warnings.filterwarnings("ignore", message=_NUMCODECS_WARNING)
+
 import trackprep
 from trackprep.core.types import Clip, TrackSet
-from trackprep.io import schema
+from trackprep.io import integrity, schema
+from trackprep.io.frame_codecs import DEFAULT_JPEG_QUALITY, frame_codecs
 
 ATTR_CONFIG_HASH = "config_hash"
 ATTR_FINGERPRINT = "config_fingerprint"  # the result-affecting settings hashed into config_hash
@@ -37,10 +48,26 @@ STATUS_WRITING = "writing"
 # only the writer whose token is still there may mark the group complete.
 ATTR_WRITER = "writer"
 
-# Track rows per chunk: about 8 MiB of float32 (x, y) per chunk, so a chunk is
-# big enough to compress well and small enough that writing one holds little memory.
-_TRACK_CHUNK_BYTES = 8 << 20
-_MIN_TRACK_ROWS, _MAX_TRACK_ROWS = 256, 65536
+# Points per chunk (one coordinate per chunk: x and y are separate chunks, so the delta
+# filter differences consecutive x's and consecutive y's): 1 MiB of int32 each, which
+# compresses as well as 4 MiB and keeps the writer's buffer (one chunk of rows) small; tracks
+# (start, length, labels) per chunk: 256 KiB of int32. Writers append whole chunks only.
+POINTS_PER_CHUNK = 1 << 18
+TRACKS_PER_CHUNK = 1 << 16
+
+# Points are stored quantised to 1/64 px: max error 1/128 px, two orders of magnitude below
+# any optical flow's accuracy (RAFT's end-point error on Sintel is ~1 px) and the 1.5 px cycle
+# test. Chosen by benchmarks/bench_long_video.py --codecs on DAVIS car-shadow (DIS, stride 1):
+# float32 lossless 5.3-5.9 bytes per point (Blosc zstd/lz4, byte or bit shuffle); quantised
+# 1/64 px, delta, Blosc zstd 5 byte-shuffle 1.9 bytes per point (1/32 px: 1.6, 1/256: 2.4).
+POINT_SCALE = 64  # stored value = round(x * POINT_SCALE) as int32
+POINTS_ENCODING = {
+    "quantization_step_px": 1.0 / POINT_SCALE,
+    "max_error_px": 0.5 / POINT_SCALE,
+    "codecs": "numcodecs.fixedscaleoffset(scale=64, astype=int32) -> numcodecs.delta(int32) -> blosc(zstd, 5, shuffle)",
+    "source": "benchmarks/bench_long_video.py --codecs (DAVIS-2016 car-shadow, DIS flow, stride 1)",
+}
+ATTR_POINTS_ENCODING = "encoding"
 
 
 class StoreError(Exception):
@@ -48,13 +75,45 @@ class StoreError(Exception):
 
 
 def _image_codec() -> BloscCodec:
-    # Lossless: frames and masks are ground truth for training and evaluation.
+    # Masks are always lossless (object ids); frames by default too (trackprep.io.frame_codecs).
     return BloscCodec(cname="zstd", clevel=3, shuffle="noshuffle")
 
 
 def _track_codec() -> BloscCodec:
-    # Byte shuffle groups the exponent bytes of float32 coordinates; NaN runs compress to almost nothing.
-    return BloscCodec(cname="zstd", clevel=3, shuffle="shuffle")
+    # start/length/labels: small integers, mostly in runs; byte shuffle groups their zero high bytes.
+    return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
+
+
+class HistoryCodec:
+    """Packs the live tracks' points while chaining (trackprep.core.chaining.TrackChainer
+    history_codec) the way the store will keep them: rounded to 1/64 px, per-coordinate
+    delta, Blosc LZ4 (fast: every history block is unpacked once per window). The store
+    rounds them identically, so what is written is unchanged, and a static camera's
+    whole-video tracks take ~2 bytes per point in memory instead of 8."""
+
+    def __init__(self) -> None:
+        from numcodecs import Blosc
+
+        self._blosc = Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
+
+    def encode(self, points: np.ndarray) -> tuple[int, bytes, bytes]:
+        q = np.rint(points * POINT_SCALE).astype(np.int32)
+        return q.shape[0], *(self._blosc.encode(np.diff(q[:, c], prepend=np.int32(0))) for c in (0, 1))
+
+    def decode(self, packed: tuple[int, bytes, bytes]) -> np.ndarray:
+        n, *columns = packed
+        out = np.empty((n, 2), dtype=np.float32)
+        for c, data in enumerate(columns):
+            out[:, c] = np.cumsum(np.frombuffer(self._blosc.decode(data), dtype=np.int32), dtype=np.int64) / POINT_SCALE
+        return out
+
+
+def _points_codecs() -> dict[str, Any]:
+    """Codecs of `points` (see POINTS_ENCODING)."""
+    from zarr.codecs.numcodecs import Delta, FixedScaleOffset
+
+    filters = [FixedScaleOffset(offset=0, scale=POINT_SCALE, dtype="<f4", astype="<i4"), Delta(dtype="<i4")]
+    return {"filters": filters, "compressors": BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")}
 
 
 def store_location(root: zarr.Group) -> str:
@@ -74,8 +133,13 @@ def _check_format(root: zarr.Group, path: Path) -> None:
     if fmt != schema.ANNOTATION_FORMAT:
         raise StoreError(f"{path}: not an annotation store (format attribute {fmt!r}, expected {schema.ANNOTATION_FORMAT!r})")
     version = root.attrs.get(schema.ATTR_FORMAT_VERSION)
-    if version != schema.FORMAT_VERSION:
-        raise StoreError(f"{path}: annotation store format version {version!r}, this trackprep reads {schema.FORMAT_VERSION}")
+    if version != schema.ANNOTATION_FORMAT_VERSION:
+        layout = " (dense tracks [N, T, 2])" if version == 1 else ""
+        raise StoreError(
+            f"{path}: annotation store format version {version!r}{layout}; this trackprep reads version "
+            f"{schema.ANNOTATION_FORMAT_VERSION} (ragged tracks): rebuild it with `trackprep annotate ... --out {path} "
+            "--overwrite` (or annotate into a new --out)"
+        )
 
 
 def create_store(
@@ -99,7 +163,7 @@ def create_store(
         shutil.rmtree(path)
     attrs = {
         schema.ATTR_FORMAT: schema.ANNOTATION_FORMAT,
-        schema.ATTR_FORMAT_VERSION: schema.FORMAT_VERSION,
+        schema.ATTR_FORMAT_VERSION: schema.ANNOTATION_FORMAT_VERSION,
         schema.ATTR_PACKAGE_VERSION: trackprep.__version__,
         schema.ATTR_CONFIG: json.loads(json.dumps(config, default=str)),
         ATTR_CONFIG_HASH: digest,
@@ -112,15 +176,14 @@ def create_store(
             return zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=attrs)
         except (FileExistsError, ContainsGroupError, ContainsArrayError):
             pass  # another run created it a moment ago: resume it like any existing store
-    root = open_store(path, mode="r+")
+    root = open_store(path, mode="r+", check_metadata=True)
     found = root.attrs.get(ATTR_CONFIG_HASH)
     if found != digest:
+        from trackprep.config import config_differences
+
         stored = root.attrs.get(ATTR_FINGERPRINT)
         if isinstance(stored, dict):
-            diff = "; ".join(
-                f"{k}: stored {stored.get(k)!r}, now {fingerprint.get(k)!r}"
-                for k in sorted(set(stored) | set(fingerprint)) if stored.get(k) != fingerprint.get(k)
-            )
+            diff = "; ".join(config_differences(stored, fingerprint))
         else:
             diff = f"stored config {json.dumps(root.attrs.get(schema.ATTR_CONFIG), sort_keys=True)}"
         raise StoreError(
@@ -131,14 +194,31 @@ def create_store(
 
 
 
-def open_store(path: str | Path, *, mode: str = "r") -> zarr.Group:
-    """Open an existing annotation store; a clear StoreError naming the path otherwise."""
+def open_store(path: str | Path, *, mode: str = "r", check_metadata: bool = False) -> zarr.Group:
+    """Open an existing annotation store; a clear StoreError naming the path otherwise.
+
+    Every zarr.json of the store is checked when reading (mode "r"); with `check_metadata`
+    (mode "r+", once per run) those of the root and dataset groups. A writer reopening the
+    store for each video (mode "r+") skips that walk."""
     path = Path(path)
     if mode not in ("r", "r+"):
         raise ValueError(f"open_store mode: expected 'r' or 'r+', got {mode!r}")
     if not (path / "zarr.json").is_file():
         what = "does not exist" if not path.exists() else "has no zarr.json (not a Zarr v3 group)"
         raise StoreError(f"{path}: annotation store {what}")
+    if mode == "r" or check_metadata:
+        # zarr fails deep inside (UnicodeDecodeError) on a garbage zarr.json. A writer needs only
+        # the root and dataset groups readable: a video whose metadata is not is redone.
+        def remedy(meta: Path) -> str:
+            parts = meta.parent.relative_to(path).parts
+            if len(parts) >= 2:
+                return f"rerun annotate with the same arguments to redo {parts[0]}/{parts[1]}"
+            return "restore it from a backup, or rebuild the store (annotate --overwrite)"
+
+        try:
+            integrity.check_metadata(path, remedy=remedy, max_depth=None if mode == "r" else 1)
+        except integrity.MetadataError as exc:
+            raise StoreError(str(exc)) from None
     try:
         root = zarr.open_group(str(path), mode=mode, zarr_format=3)
     except Exception as exc:  # corrupt metadata, wrong node type
@@ -163,71 +243,156 @@ def require_dataset_group(root: zarr.Group, dataset: str) -> None:
         pass  # another run created it between zarr's check and its write
 
 
-def _track_rows_per_chunk(num_frames: int) -> int:
-    rows = _TRACK_CHUNK_BYTES // max(1, num_frames * 2 * 4)
-    return int(min(_MAX_TRACK_ROWS, max(_MIN_TRACK_ROWS, rows)))
+class _Appender:
+    """Appends rows to a 1-D or [P, 2] array growing along axis 0, one whole chunk at a time,
+    so no chunk is written twice (the last, partial one at `close`) and a large batch of rows
+    is never copied whole."""
+
+    def __init__(self, array: zarr.Array) -> None:
+        self.array, self.rows = array, int(array.chunks[0])
+        self.pending: list[np.ndarray] = []
+        self.pending_rows = 0
+        self.written = 0
+
+    def append(self, block: np.ndarray) -> None:
+        if block.shape[0]:
+            self.pending.append(block)
+            self.pending_rows += block.shape[0]
+        while self.pending_rows >= self.rows:
+            self._write(self.rows)
+
+    def close(self) -> None:
+        if self.pending_rows:
+            self._write(self.pending_rows)
+
+    def _write(self, count: int) -> None:
+        """Write the first `count` pending rows (one chunk, or the rest at close)."""
+        parts, need = [], count
+        while need:
+            head = self.pending[0]
+            parts.append(head[:need])
+            if head.shape[0] > need:
+                self.pending[0] = head[need:]
+            else:
+                self.pending.pop(0)
+            need -= parts[-1].shape[0]
+        data = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        self.pending_rows -= count
+        self.array.resize((self.written + count, *self.array.shape[1:]))
+        self.array[self.written : self.written + count] = data
+        self.written += count
+
+
+class VideoWriter:
+    """Writes one video's group as its parts arrive: frames as they are decoded, tracks as
+    they end. Any earlier (partial or failed) group of that key is replaced at the start; the
+    group is marked complete by `finish` only, after every array is on disk, and only if no
+    other writer has taken the video over meanwhile.
+    """
+
+    def __init__(
+        self, root: zarr.Group, key: str, *, num_frames: int, height: int, width: int,
+        frames_codec: str = "lossless", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
+    ) -> None:
+        self.root, self.key = root, key
+        self.num_frames, self.height, self.width = int(num_frames), int(height), int(width)
+        self.token = uuid.uuid4().hex
+        t, h, w = self.num_frames, self.height, self.width
+        group = root.create_group(key, overwrite=True)
+        group.attrs.update({schema.ATTR_STATUS: STATUS_WRITING, ATTR_WRITER: self.token})
+        self.group = group
+        self.frames = group.create_array(
+            schema.FRAMES.name, shape=(t, h, w, 3), chunks=(1, h, w, 3), dtype=schema.FRAMES.dtype,
+            dimension_names=schema.FRAMES.dims, **frame_codecs(frames_codec, quality=jpeg_quality),
+        )
+        self.masks = group.create_array(
+            schema.MASKS.name, shape=(t, h, w), chunks=(1, h, w), dtype=schema.MASKS.dtype,
+            compressors=_image_codec(), dimension_names=schema.MASKS.dims,
+        )
+        self.has_mask = np.zeros(t, dtype=bool)
+        self.frames_written = np.zeros(t, dtype=bool)
+        points = group.create_array(
+            schema.POINTS.name, shape=(0, 2), chunks=(POINTS_PER_CHUNK, 1), dtype=schema.POINTS.dtype,
+            dimension_names=schema.POINTS.dims, attributes={ATTR_POINTS_ENCODING: POINTS_ENCODING}, **_points_codecs(),
+        )
+        self._tracks = {spec.name: _Appender(group.create_array(
+            spec.name, shape=(0,), chunks=(TRACKS_PER_CHUNK,), dtype=spec.dtype, compressors=_track_codec(),
+            dimension_names=spec.dims,
+        )) for spec in (schema.START, schema.LENGTH, schema.LABELS)}
+        self._points = _Appender(points)
+        self.num_tracks = self.num_points = self.fg_tracks = 0
+
+    def write_frames(self, first: int, frames: np.ndarray, masks: np.ndarray, has_mask: np.ndarray) -> None:
+        """Frames first .. first + len(frames) - 1 (uint8 [n, H, W, 3]), their masks and mask flags."""
+        n = frames.shape[0]
+        if first < 0 or first + n > self.num_frames:
+            raise ValueError(f"{self.key}: frames {first}..{first + n - 1} outside the video's {self.num_frames} frames")
+        self.frames[first : first + n] = frames
+        self.masks[first : first + n] = masks
+        self.has_mask[first : first + n] = has_mask
+        self.frames_written[first : first + n] = True
+
+    def add_tracks(self, tracks: TrackSet) -> None:
+        """Append tracks (start frames counted from the video's first frame)."""
+        if len(tracks) == 0:
+            return
+        if tracks.num_frames > self.num_frames:
+            raise ValueError(f"{self.key}: tracks cover {tracks.num_frames} frames, the video has {self.num_frames}")
+        for a in range(0, tracks.points.shape[0], POINTS_PER_CHUNK):
+            finite = np.isfinite(tracks.points[a : a + POINTS_PER_CHUNK]).all(axis=1)
+            if not finite.all():
+                bad = a + int(np.flatnonzero(~finite)[0])
+                raise ValueError(f"{self.key}: track point {bad} of this batch is {tracks.points[bad].tolist()}; "
+                                 "expected finite (x, y)")
+        self._points.append(tracks.points)
+        self._tracks[schema.START.name].append(tracks.start)
+        self._tracks[schema.LENGTH.name].append(tracks.lengths.astype(np.int32))
+        self._tracks[schema.LABELS.name].append(tracks.labels)
+        self.num_tracks += len(tracks)
+        self.num_points += int(tracks.points.shape[0])
+        self.fg_tracks += int(np.count_nonzero((tracks.labels > 0) & (tracks.labels != 255)))
+
+    def finish(self, attrs: dict[str, Any] | None = None) -> None:
+        """Write what is buffered, then mark the video complete (the last write)."""
+        if not self.frames_written.all():
+            missing = np.flatnonzero(~self.frames_written)
+            raise ValueError(f"{self.key}: {missing.size} frame(s) never written (first: {int(missing[0])}); expected all {self.num_frames}")
+        for appender in (self._points, *self._tracks.values()):
+            appender.close()
+        has_mask = self.group.create_array(
+            schema.HAS_MASK.name, shape=(self.num_frames,), chunks=(max(1, self.num_frames),),
+            dtype=schema.HAS_MASK.dtype, dimension_names=schema.HAS_MASK.dims,
+        )
+        has_mask[:] = self.has_mask
+        info = {"num_frames": self.num_frames, "num_tracks": self.num_tracks, "num_points": self.num_points,
+                "height": self.height, "width": self.width}
+        info.update(attrs or {})
+        # Read the token back from disk (this group object caches its own attributes, and any
+        # attribute write from it would put our token back).
+        path = f"{self.root.path}/{self.key}".strip("/")
+        current = zarr.open_group(self.root.store, path=path, mode="r").attrs.get(ATTR_WRITER)
+        if current != self.token:
+            raise StoreError(f"{self.key}: another task took over this video while it was being written; leaving it to that task")
+        # Last, in one metadata write: only now is every array on disk. The chunk record lets
+        # readers tell a deleted or damaged chunk file from data (trackprep.io.integrity).
+        self.group.attrs.update({**json.loads(json.dumps(info, default=str)),
+                                 integrity.CHUNKS_ATTR: integrity.record_chunks(self.group),
+                                 schema.ATTR_STATUS: schema.STATUS_COMPLETE})
 
 
 def write_video(
-    root: zarr.Group, key: str, clip: Clip, tracks: TrackSet, *, attrs: dict[str, Any] | None = None
+    root: zarr.Group, key: str, clip: Clip, tracks: TrackSet, *, attrs: dict[str, Any] | None = None,
+    frames_codec: str = "lossless", jpeg_quality: int = DEFAULT_JPEG_QUALITY,
 ) -> None:
-    """Write one video's arrays; any earlier (partial or failed) group of that key is replaced.
-
-    Tracks go out one chunk of rows at a time from the ragged TrackSet, so the dense
-    [N, T, 2] array is never held whole: memory stays linear in video length.
-    """
+    """Write one video held in memory (a clip and its tracks) in one go; see VideoWriter."""
     if tracks.num_frames != clip.num_frames:
         raise ValueError(f"{key}: tracks cover {tracks.num_frames} frames, the clip has {clip.num_frames}")
-    t, h, w = clip.frames.shape[:3]
-    n = len(tracks)
-    token = uuid.uuid4().hex
-    group = root.create_group(key, overwrite=True)
-    group.attrs.update({schema.ATTR_STATUS: STATUS_WRITING, ATTR_WRITER: token})
-
-    frames = group.create_array(
-        schema.FRAMES.name, shape=(t, h, w, 3), chunks=(1, h, w, 3), dtype=schema.FRAMES.dtype,
-        compressors=_image_codec(), dimension_names=schema.FRAMES.dims,
-    )
-    frames[:] = clip.frames
-    masks = group.create_array(
-        schema.MASKS.name, shape=(t, h, w), chunks=(1, h, w), dtype=schema.MASKS.dtype,
-        compressors=_image_codec(), dimension_names=schema.MASKS.dims,
-    )
-    masks[:] = clip.masks
-    has_mask = group.create_array(
-        schema.HAS_MASK.name, shape=(t,), chunks=(max(1, t),), dtype=schema.HAS_MASK.dtype,
-        dimension_names=schema.HAS_MASK.dims,
-    )
-    has_mask[:] = clip.has_mask
-
-    rows = _track_rows_per_chunk(t)
-    track_arr = group.create_array(
-        schema.TRACKS.name, shape=(n, t, 2), chunks=(rows, max(1, t), 2), dtype=schema.TRACKS.dtype,
-        fill_value=np.nan, compressors=_track_codec(), dimension_names=schema.TRACKS.dims,
-    )
-    visible_arr = group.create_array(
-        schema.VISIBLE.name, shape=(n, t), chunks=(rows, max(1, t)), dtype=schema.VISIBLE.dtype,
-        fill_value=False, compressors=_track_codec(), dimension_names=schema.VISIBLE.dims,
-    )
-    for a in range(0, n, rows):  # chunk-aligned, so no chunk is read back and rewritten
-        block_tracks, block_visible = tracks.dense(slice(a, min(n, a + rows)))
-        track_arr[a : a + block_tracks.shape[0]] = block_tracks
-        visible_arr[a : a + block_visible.shape[0]] = block_visible
-    labels = group.create_array(
-        schema.LABELS.name, shape=(n,), chunks=(max(1, min(n, 1 << 20)),), dtype=schema.LABELS.dtype,
-        fill_value=255, compressors=_track_codec(), dimension_names=schema.LABELS.dims,
-    )
-    labels[:] = tracks.labels
-
-    info = {"num_frames": t, "num_tracks": n, "height": h, "width": w}
-    info.update(attrs or {})
-    # Read the token back from disk (this group object caches its own attributes, and any
-    # attribute write from it would put our token back).
-    current = zarr.open_group(root.store, path=f"{root.path}/{key}".strip("/"), mode="r").attrs.get(ATTR_WRITER)
-    if current != token:
-        raise StoreError(f"{key}: another task took over this video while it was being written; leaving it to that task")
-    # Last, in one metadata write: only now is every array on disk.
-    group.attrs.update({**json.loads(json.dumps(info, default=str)), schema.ATTR_STATUS: schema.STATUS_COMPLETE})
+    h, w = clip.size
+    writer = VideoWriter(root, key, num_frames=clip.num_frames, height=h, width=w, frames_codec=frames_codec,
+                         jpeg_quality=jpeg_quality)
+    writer.write_frames(0, clip.frames, clip.masks, clip.has_mask)
+    writer.add_tracks(tracks)
+    writer.finish(attrs)
 
 
 def record_failure(root: zarr.Group, key: str, error: str) -> None:
@@ -237,11 +402,14 @@ def record_failure(root: zarr.Group, key: str, error: str) -> None:
 
 
 def video_status(root: zarr.Group, key: str) -> str | None:
-    """"complete", "failed", "writing" (interrupted) or None when the video has no group."""
+    """"complete", "failed", "writing" (interrupted, or its zarr.json unreadable) or None when the
+    video has no group."""
     try:
         node = root[key]
     except KeyError:
         return None
+    except ValueError:  # an unreadable zarr.json (UnicodeDecodeError and JSONDecodeError are ValueErrors)
+        return STATUS_WRITING
     if not isinstance(node, zarr.Group):
         return None
     status = node.attrs.get(schema.ATTR_STATUS)
@@ -249,10 +417,21 @@ def video_status(root: zarr.Group, key: str) -> str | None:
 
 
 def _video_groups(root: zarr.Group) -> list[tuple[str, zarr.Group]]:
+    """Every video group whose metadata reads. One whose zarr.json does not is left out, as if
+    absent: annotate redoes it, and readers refuse the store first (open_store)."""
     found = []
     for dataset_name, dataset_group in sorted(root.groups(), key=lambda kv: kv[0]):
-        for video_name, video_group in sorted(dataset_group.groups(), key=lambda kv: kv[0]):
-            found.append((f"{dataset_name}/{video_name}", video_group))
+        folder = integrity.local_path(dataset_group)
+        if folder is None:
+            found += [(f"{dataset_name}/{k}", g) for k, g in sorted(dataset_group.groups(), key=lambda kv: kv[0])]
+            continue
+        for video_dir in sorted(p for p in folder.iterdir() if (p / "zarr.json").is_file()):
+            try:
+                node = dataset_group[video_dir.name]
+            except ValueError:  # unreadable zarr.json
+                continue
+            if isinstance(node, zarr.Group):
+                found.append((f"{dataset_name}/{video_dir.name}", node))
     return found
 
 
@@ -266,83 +445,22 @@ def complete_videos(root: zarr.Group) -> list[str]:
     return [k for k, g in _video_groups(root) if g.attrs.get(schema.ATTR_STATUS) == schema.STATUS_COMPLETE]
 
 
+def damaged_videos(root: zarr.Group, *, checksums: bool = False, keys: list[str] | None = None) -> dict[str, str]:
+    """key -> what is wrong, for each complete video (of `keys`, default all) whose recorded chunk
+    files are missing or, with `checksums`, changed (trackprep.io.integrity)."""
+    loc = store_location(root)
+    out = {}
+    for key in complete_videos(root) if keys is None else keys:
+        problems = integrity.video_problems(root[key], where=f"{loc}/{key}", checksums=checksums)
+        if problems:
+            out[key] = problems[0]
+    return out
+
+
 def failed_videos(root: zarr.Group) -> dict[str, str]:
     """key -> error message of every video recorded as failed."""
     return {
         k: str(g.attrs.get(schema.ATTR_ERROR, ""))
         for k, g in _video_groups(root)
         if g.attrs.get(schema.ATTR_STATUS) == schema.STATUS_FAILED
-    }
-
-
-@dataclass(frozen=True)
-class StoredVideo:
-    """One complete video of an annotation store; the arrays are lazy Zarr arrays."""
-
-    key: str
-    frames: zarr.Array  # uint8 [T, H, W, 3]
-    masks: zarr.Array  # uint8 [T, H, W]
-    has_mask: zarr.Array  # bool [T]
-    tracks: zarr.Array  # float32 [N, T, 2]; NaN where not visible
-    visible: zarr.Array  # bool [N, T]
-    labels: zarr.Array  # uint8 [N]
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.frames.shape[0])
-
-    @property
-    def num_tracks(self) -> int:
-        return int(self.tracks.shape[0])
-
-
-def read_video(root: zarr.Group, key: str) -> StoredVideo:
-    """The arrays of a complete video; StoreError when it is missing or not complete."""
-    status = video_status(root, key)
-    if status != schema.STATUS_COMPLETE:
-        where = f"{store_location(root)}/{key}"
-        detail = "does not exist" if status is None else f"has status {status!r}, expected 'complete'"
-        raise StoreError(f"{where}: video {detail}")
-    group = root[key]
-    arrays = {}
-    for spec in schema.ANNOTATION_ARRAYS:
-        try:
-            arrays[spec.name] = group[spec.name]
-        except KeyError as exc:
-            raise StoreError(f"{store_location(root)}/{key}: array {spec.name!r} is missing") from exc
-    return StoredVideo(key=key, **arrays)
-
-
-def store_summary(root: zarr.Group) -> dict[str, Any]:
-    """What `trackprep info` prints: counts per status, frames, tracks, foreground share, failures, config."""
-    complete, failed, incomplete = [], {}, []
-    frames = tracks = fg = 0
-    per_video = []
-    for key, group in _video_groups(root):
-        status = group.attrs.get(schema.ATTR_STATUS)
-        if status == schema.STATUS_COMPLETE:
-            complete.append(key)
-            labels = np.asarray(group[schema.LABELS.name][:])
-            n_fg = int(np.count_nonzero((labels > 0) & (labels != 255)))
-            t = int(group[schema.FRAMES.name].shape[0])
-            frames, tracks, fg = frames + t, tracks + labels.shape[0], fg + n_fg
-            per_video.append({"video": key, "frames": t, "tracks": int(labels.shape[0]), "foreground_tracks": n_fg})
-        elif status == schema.STATUS_FAILED:
-            failed[key] = str(group.attrs.get(schema.ATTR_ERROR, ""))
-        else:
-            incomplete.append(key)
-    return {
-        "store": store_location(root),
-        "format": root.attrs.get(schema.ATTR_FORMAT),
-        "format_version": root.attrs.get(schema.ATTR_FORMAT_VERSION),
-        "package_version": root.attrs.get(schema.ATTR_PACKAGE_VERSION),
-        "videos_complete": len(complete),
-        "videos_failed": len(failed),
-        "videos_incomplete": incomplete,
-        "frames": frames,
-        "tracks": tracks,
-        "foreground_share": fg / tracks if tracks else 0.0,
-        "per_video": per_video,
-        "failures": failed,
-        "config": root.attrs.get(schema.ATTR_CONFIG),
     }

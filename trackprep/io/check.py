@@ -137,7 +137,8 @@ def check_dataset(
         except DatasetError as exc:
             report.sequences.append(SequenceCheck(name, split_name, info.frames if info else None, problems=[str(exc)]))
             continue
-        report.sequences.append(check_video(video, info, split=split_name, decode=decode, verify_files=verify_files))
+        report.sequences.append(check_video(video, info, split=split_name, decode=decode, verify_files=verify_files,
+                                            expected_masks=ds.expected_masks(name, video.num_frames)))
     found = {s.name: s for s in report.sequences}
     for split_name, seqs in manifest.splits.items():
         if (split is not None and split_name != split) or not seqs:
@@ -159,8 +160,11 @@ def check_dataset(
 
 
 def check_video(
-    video: VideoSource, info: SequenceInfo | None, *, split: str | None, decode: bool, verify_files: bool = True
+    video: VideoSource, info: SequenceInfo | None, *, split: str | None, decode: bool, verify_files: bool = True,
+    expected_masks: np.ndarray | None = None,
 ) -> SequenceCheck:
+    """`expected_masks`: bool [T], the frames that should have ground truth (Dataset.expected_masks);
+    None: not compared. `verify_files=False` judges from the file listing only (fast)."""
     result = SequenceCheck(video.name, split, info.frames if info else None, found_frames=video.num_frames)
     if info is not None and info.frames is not None and info.frames != video.num_frames:
         result.problems.append(f"{video.num_frames} frames on disk, manifest expects {info.frames}")
@@ -192,12 +196,8 @@ def check_video(
             if found != info.objects:
                 result.notes.append(f"largest object id on frame 0 is {found}, manifest says {info.objects} objects")
         flags = video.mask_flags()
-    if info is not None:
-        expected = np.zeros(video.num_frames, dtype=bool)
-        if info.annotated is None:
-            expected[:] = True  # manifests list annotated frames only for sparse datasets (FBMS)
-        else:
-            expected[[i for i in info.annotated if i < video.num_frames]] = True
+    if expected_masks is not None:
+        expected = expected_masks
         if not np.array_equal(flags, expected):
             lacking = np.flatnonzero(expected & ~flags).tolist()
             surplus = np.flatnonzero(flags & ~expected).tolist()
@@ -206,7 +206,8 @@ def check_video(
                 parts.append(f"no ground truth for frame(s) {_short(lacking)}")
             if surplus:
                 parts.append(f"unexpected ground truth for frame(s) {_short(surplus)}")
-            result.problems.append("; ".join(parts) + " (0-based, compared with the manifest)")
+            basis = "compared with the manifest" if info is not None else "every frame of this dataset has a mask"
+            result.problems.append("; ".join(parts) + f" (0-based, {basis})")
     return result
 
 

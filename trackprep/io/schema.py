@@ -15,7 +15,11 @@ import numpy as np
 
 ANNOTATION_FORMAT = "trackprep.annotations"
 SEGMENT_FORMAT = "trackprep.segments"
+# The segment store's format version (trackprep.io.segment_store).
 FORMAT_VERSION = 1
+# The annotation store's: 2 keeps tracks as a contiguous ragged array (points, start, length);
+# version 1 kept them dense, tracks [N, T, 2] with NaN plus visible [N, T].
+ANNOTATION_FORMAT_VERSION = 2
 
 # Root attribute keys shared by both stores.
 ATTR_FORMAT = "format"
@@ -57,11 +61,16 @@ class ArraySpec:
 FRAMES = ArraySpec("frames", "uint8", ("T", "H", "W", "C"), "RGB frames at the working resolution")
 MASKS = ArraySpec("masks", "uint8", ("T", "H", "W"), "0 background, k object k, 255 void")
 HAS_MASK = ArraySpec("has_mask", "bool", ("T",), "True where the frame has a ground-truth mask")
-TRACKS = ArraySpec("tracks", "float32", ("N", "T", "XY"), "(x, y) in pixels; NaN where undefined")
-VISIBLE = ArraySpec("visible", "bool", ("N", "T"), "True where the track is defined")
+# Tracks as a contiguous ragged array (CF conventions' layout for trajectories): track i is
+# defined on frames start[i] .. start[i] + length[i] - 1 at points[o[i] : o[i] + length[i]],
+# o = cumsum(length) - length.
+POINTS = ArraySpec("points", "float32", ("P", "XY"), "(x, y) in pixels of every track at every frame it is defined, track after track")
+START = ArraySpec("start", "int32", ("N",), "first frame of each track")
+LENGTH = ArraySpec("length", "int32", ("N",), "frames of each track (>= min_track_length); sums to P")
 LABELS = ArraySpec("labels", "uint8", ("N",), "object id at the track's first annotated frame; 255 unknown")
 
-ANNOTATION_ARRAYS = (FRAMES, MASKS, HAS_MASK, TRACKS, VISIBLE, LABELS)
+ANNOTATION_ARRAYS = (FRAMES, MASKS, HAS_MASK, POINTS, START, LENGTH, LABELS)
+TRACK_ARRAYS = (POINTS, START, LENGTH, LABELS)
 
 # S.zarr/segments/
 SEG_FRAMES = ArraySpec("frames", "uint8", ("S", "L", "H", "W", "C"), "RGB frames")

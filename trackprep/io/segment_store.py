@@ -13,12 +13,22 @@ another writer touches: that is the unit of parallel work and of resume.
 
 Padding: track rows >= num_tracks[s] are padding: NaN tracks, visible False,
 label 255. NaN marks "undefined" everywhere, as in the annotation store.
+
+Creation is atomic: the whole empty store, index included, is built under a hidden name
+beside `out` (``.S.zarr.partial``) and renamed into place, so a store at `out` is always a
+whole one, and a creation killed half-way leaves only the hidden folder, which the next run
+removes. `--overwrite` moves the old store aside (``.S.zarr.old-*``) before the rename and
+deletes it after. Integrity: each shard's writer records the CRC-32 of the files it wrote
+in ``chunk_crc32`` (one row per shard, its own chunk), so a missing or altered shard file is
+found (`shard_problems`) instead of reading as fill values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,13 +39,17 @@ from zarr.abc.store import Store as StoreLike
 from zarr.codecs import BloscCodec, ZstdCodec
 from zarr.core.sync import sync as zarr_sync
 
+from trackprep.io.frame_codecs import DEFAULT_JPEG_QUALITY, frame_codecs
 from trackprep import __version__
 from trackprep.core.types import VOID
-from trackprep.io import schema
+from trackprep.io import integrity, schema
+from trackprep.io.faults import fault_point
 
 DEFAULT_SEGMENTS_PER_SHARD = 8
 TRACKS_DTYPES = ("float32", "float16")
 DONE = "done"  # bool [S]: True once segment s is fully written (resume marker)
+CRC = "chunk_crc32"  # int64 [shards, files]: CRC-32 of each file of a shard once written
+_NO_RECORD, _NOT_WRITTEN = -1, -2  # no CRC recorded yet; zarr wrote no file (all fill values)
 
 # Per-segment arrays, in the order they are written and read.
 _PER_SEGMENT = (
@@ -43,6 +57,7 @@ _PER_SEGMENT = (
     schema.SEG_TRACK_IDS,
 )
 _INDEX = (schema.SEG_NUM_TRACKS, schema.SEG_VIDEO, schema.SEG_START)
+_CHECKED = _PER_SEGMENT + _INDEX  # the arrays whose files chunk_crc32 records, in its column order
 
 # Frames and tracks are dense, high-entropy data: on DAVIS frames at 24x320x576, LZ4
 # decoded a segment about twice as fast as zstd-1 for ~8% more bytes (natural frames
@@ -51,7 +66,7 @@ _INDEX = (schema.SEG_NUM_TRACKS, schema.SEG_VIDEO, schema.SEG_START)
 # value, which zstd shrinks many times over.
 _FAST = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 _SMALL = ZstdCodec(level=3)
-_CODECS = {"frames": _FAST, "tracks": _FAST}
+_CODECS = {"tracks": _FAST}  # frames: trackprep.io.frame_codecs (lossless: _FAST)
 
 
 class SegmentStoreError(ValueError):
@@ -65,10 +80,34 @@ def _check_positive(name: str, value: Any, *, allow_zero: bool = False) -> int:
     return int(value)
 
 
+def _aside(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}")
+
+
+def _is_own(path: Path) -> bool:
+    """A segment store, judged by its format attribute, or (its root zarr.json damaged, or one
+    left half-made by a trackprep before stores were built aside) by holding its `segments` group
+    and nothing else, or its own `segments/done` array, which no other kind of store has."""
+    if schema.store_format(path) == schema.SEGMENT_FORMAT or (path / schema.SEGMENTS_GROUP / DONE / "zarr.json").is_file():
+        return True
+    return {p.name for p in path.iterdir()} <= {"zarr.json", schema.SEGMENTS_GROUP} and (
+        path / schema.SEGMENTS_GROUP / "zarr.json").is_file()
+
+
+def remove_leftovers(path: str | os.PathLike) -> None:
+    """Delete what an interrupted creation or --overwrite of the store at `path` left beside it."""
+    path = Path(path)
+    for left in [_aside(path, "partial"), *path.parent.glob(f".{path.name}.old-*")]:
+        if left.is_dir():
+            shutil.rmtree(left)
+
+
 def create_segment_store(
     path: str | os.PathLike,
     *,
-    num_segments: int,
+    num_segments: int | None = None,
+    videos: Sequence[str] | None = None,
+    starts: Sequence[int] | None = None,
     length: int,
     height: int,
     width: int,
@@ -77,12 +116,25 @@ def create_segment_store(
     overwrite: bool = False,
     tracks_dtype: str = "float32",
     segments_per_shard: int = DEFAULT_SEGMENTS_PER_SHARD,
+    frames_codec: str = "lossless",
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
 ) -> zarr.Group:
-    """Create an empty segment store for `num_segments` segments and return its root group.
+    """Create an empty segment store and return its root group: `num_segments` segments, or one
+    per (video, start) of `videos` / `starts`, whose index is then written with it. Frames are
+    kept losslessly (LZ4) or as JPEG at `jpeg_quality` (trackprep.io.frame_codecs).
 
     `config` is the full resolved configuration that produces the store (recorded in the
-    root attributes). Raises FileExistsError if `path` exists and `overwrite` is False.
+    root attributes). Raises FileExistsError if `path` exists and `overwrite` is False, or if
+    it exists and is not a segment store (never deleted). Built aside and renamed into place.
     """
+    if videos is not None or starts is not None:
+        if videos is None or starts is None or len(videos) != len(starts):
+            raise ValueError(f"videos and starts: expected two sequences of equal length, got {videos!r}, {starts!r}")
+        if num_segments is not None and num_segments != len(videos):
+            raise ValueError(f"num_segments {num_segments} but {len(videos)} videos/starts; expected equal")
+        num_segments = len(videos)
+    if num_segments is None:
+        raise ValueError("num_segments: expected the number of segments (or videos and starts)")
     s = _check_positive("num_segments", num_segments, allow_zero=True)
     L = _check_positive("length", length)
     h = _check_positive("height", height)
@@ -95,30 +147,33 @@ def create_segment_store(
     if path.exists():
         if not overwrite:
             raise FileExistsError(f"{path}: already exists; pass overwrite=True (--overwrite) to replace it")
-        if path.is_file() or (any(path.iterdir()) and schema.store_format(path) != schema.SEGMENT_FORMAT):
+        if not path.is_dir() or (any(path.iterdir()) and not _is_own(path)):
             # Never delete something we did not make (e.g. the annotation store given as --out by mistake).
             raise FileExistsError(f"{path}: exists and is not a segment store; refusing to overwrite it")
-
-    root = zarr.open_group(str(path), mode="w" if overwrite else "w-", zarr_format=3)
-    root.attrs.update({
+    remove_leftovers(path)
+    partial = _aside(path, "partial")
+    root = zarr.open_group(str(partial), mode="w-", zarr_format=3, attributes={
         schema.ATTR_FORMAT: schema.SEGMENT_FORMAT,
         schema.ATTR_FORMAT_VERSION: schema.FORMAT_VERSION,
         schema.ATTR_PACKAGE_VERSION: __version__,
         schema.ATTR_CONFIG: dict(config),
         "segments_per_shard": spp,
     })
+    fault_point("shard:root-written")
     g = root.create_group(schema.SEGMENTS_GROUP)
     inner = {"frames": (L, h, w, 3), "masks": (L, h, w), "has_mask": (L,), "tracks": (n, L, 2),
              "visible": (n, L), "labels": (n,), "track_ids": (n,)}
     fills = {"tracks": np.nan, "labels": VOID, "track_ids": -1}
     shard_rows = max(1, min(spp, s))
+    frames = frame_codecs(frames_codec, quality=jpeg_quality, lossless=[_FAST])
     for spec in _PER_SEGMENT:
         dtype = tracks_dtype if spec is schema.SEG_TRACKS else spec.dtype
+        codecs = frames if spec is schema.SEG_FRAMES else {"compressors": [_CODECS.get(spec.name, _SMALL)]}
         g.create_array(
             spec.name, shape=(s, *inner[spec.name]), dtype=dtype,
             chunks=(1, *inner[spec.name]), shards=(shard_rows, *inner[spec.name]),
-            compressors=[_CODECS.get(spec.name, _SMALL)], fill_value=fills.get(spec.name, 0),
-            dimension_names=spec.dims, attributes={"meaning": spec.meaning},
+            fill_value=fills.get(spec.name, 0), dimension_names=spec.dims, attributes={"meaning": spec.meaning},
+            **codecs,
         )
     for spec in _INDEX:
         g.create_array(
@@ -128,8 +183,23 @@ def create_segment_store(
         )
     g.create_array(DONE, shape=(s,), dtype="bool", chunks=(shard_rows,), fill_value=False,
                    attributes={"meaning": "True once the segment is fully written"})
-    return root
-
+    g.create_array(CRC, shape=(-(-s // shard_rows), len(_CHECKED)), dtype="int64", chunks=(1, len(_CHECKED)),
+                   fill_value=_NO_RECORD, attributes={"meaning": "CRC-32 of each shard's file of "
+                                                      + ", ".join(spec.name for spec in _CHECKED)})
+    fault_point("shard:arrays-created")
+    if videos is not None and starts is not None:
+        write_index(root, videos=videos, starts=starts)
+        fault_point("shard:index-written")
+    if path.exists():
+        old = _aside(path, f"old-{uuid.uuid4().hex[:8]}")
+        path.rename(old)
+        fault_point("shard:old-store-moved-aside")
+        partial.rename(path)
+        shutil.rmtree(old)
+    else:
+        partial.rename(path)
+    fault_point("shard:store-created")
+    return zarr.open_group(str(path), mode="r+", zarr_format=3)
 
 
 def open_segment_store(path: str | os.PathLike | StoreLike, *, mode: str = "r") -> zarr.Group:
@@ -139,6 +209,10 @@ def open_segment_store(path: str | os.PathLike | StoreLike, *, mode: str = "r") 
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such segment store (make one with `trackprep shard --out {path}`)")
+        try:  # zarr fails deep inside (UnicodeDecodeError) on a garbage zarr.json
+            integrity.check_metadata(path, remedy=lambda _: "restore it, or rebuild the store with `trackprep shard --overwrite`")
+        except integrity.MetadataError as exc:
+            raise SegmentStoreError(str(exc)) from None
         target: Any = str(path)
     else:
         target = path
@@ -231,7 +305,71 @@ def write_segments(root: zarr.Group | str | os.PathLike, first: int, segments: S
     g[schema.SEG_NUM_TRACKS.name][sel] = num_tracks
     g[schema.SEG_VIDEO.name][sel] = videos
     g[schema.SEG_START.name][sel] = starts
+    fault_point("shard:segments-written")
+    record = _ShardRecord(g)
+    record.record(range(first // record.rows, (first + k - 1) // record.rows + 1))
     g[DONE][sel] = True  # last: a crash before this line leaves the segments to be redone
+
+
+class _ShardRecord:
+    """The files holding each shard of a segment store, and the CRC-32s their writer recorded
+    (the `chunk_crc32` row of the shard, columns in _CHECKED order)."""
+
+    def __init__(self, g: zarr.Group) -> None:
+        self.arrays = [(spec.name, g[spec.name]) for spec in _CHECKED]
+        self.crc = g[CRC] if CRC in g else None  # None: a store made before checksums were recorded
+        self.rows, self.size = int(g[DONE].chunks[0]), int(g[DONE].shape[0])
+        self.local = integrity.local_path(g) is not None
+
+    def files(self, k: int) -> list[tuple[str, Path | None]]:
+        out = []
+        for name, arr in self.arrays:
+            folder = integrity.local_path(arr)
+            key = integrity.chunk_key(arr, (k,) + (0,) * (arr.ndim - 1))
+            out.append((name, None if folder is None else folder / key))
+        return out
+
+    def record(self, shards: range) -> None:
+        if self.crc is None:
+            return
+        for k in shards:
+            self.crc[k] = [integrity.file_crc32(f) if f is not None and f.is_file() else _NOT_WRITTEN
+                           for _, f in self.files(k)]
+
+    def damage(self, k: int, crcs: np.ndarray, *, checksums: bool) -> list[str]:
+        """What is wrong with the files of shard `k` (holding written segments), one line per file."""
+        segs = f"segments {k * self.rows}..{min(self.size, (k + 1) * self.rows) - 1}"
+        if (crcs == _NO_RECORD).all():
+            folder = integrity.local_path(self.crc)
+            where = folder / integrity.chunk_key(self.crc, (k, 0)) if folder else self.crc.store_path
+            return [f"{where}: checksum record of {segs} missing; expected one for every written shard"]
+        problems = []
+        for (name, f), crc in zip(self.files(k), crcs):
+            if f is None or crc == _NOT_WRITTEN:
+                continue
+            if not f.is_file():
+                problems.append(f"{f}: {name} file of {segs} missing; expected the data written there "
+                                "(zarr would read it as fill values)")
+            elif checksums and integrity.file_crc32(f) != crc:
+                problems.append(f"{f}: {name} file of {segs} changed since it was written (CRC-32 differs)")
+        return problems
+
+
+def damaged_shards(root: zarr.Group, *, checksums: bool = True) -> dict[int, list[str]]:
+    """shard index -> what is wrong (one line per file, naming it) for each shard holding written
+    segments whose files are missing or (with `checksums`) changed since they were written.
+    {} for a sound store, one made before checksums were recorded, or one not on a local disk."""
+    record = _ShardRecord(root[schema.SEGMENTS_GROUP])
+    if record.crc is None or record.size == 0 or not record.local:
+        return {}
+    crcs = np.asarray(record.crc[:])
+    written = np.unique(np.flatnonzero(done_flags(root)) // record.rows)
+    return {int(k): p for k in written if (p := record.damage(int(k), crcs[k], checksums=checksums))}
+
+
+def shard_problems(root: zarr.Group, *, checksums: bool = True) -> list[str]:
+    """`damaged_shards` as a flat list of lines."""
+    return [line for lines in damaged_shards(root, checksums=checksums).values() for line in lines]
 
 
 def write_segment(
@@ -339,6 +477,7 @@ def segment_store_summary(root: zarr.Group) -> dict[str, Any]:
         "bytes": on_disk,
         "bytes_per_segment": on_disk / s if on_disk is not None and s else None,
         "config": root.attrs.get(schema.ATTR_CONFIG),
+        "damaged": shard_problems(root, checksums=False),  # presence only: one stat per file
     }
 
 
@@ -364,6 +503,8 @@ class SegmentReader:
                 "rerun `trackprep shard` with the same arguments to finish it"
             )
         g = root[schema.SEGMENTS_GROUP]
+        self._done = done_flags(root)
+        self._record, self._crcs = _ShardRecord(g), {}  # CRC rows read as their shards are first read
         self.attrs: dict = dict(root.attrs)
         self._arrays = {spec.name: g[spec.name] for spec in _PER_SEGMENT}
         self.num_tracks = np.asarray(g[schema.SEG_NUM_TRACKS.name][:], dtype=np.int32)
@@ -384,11 +525,14 @@ class SegmentReader:
     def __len__(self) -> int:
         return self._len
 
-    def read(self, index: int) -> dict[str, Any]:
-        """One segment as numpy arrays keyed by the schema names (tracks always float32)."""
+    def read(self, index: int, *, verify: bool = False) -> dict[str, Any]:
+        """One segment as numpy arrays keyed by the schema names (tracks always float32).
+        Its files must be there (SegmentStoreError naming a missing one); `verify`: and unchanged
+        since they were written (reads them once more, for their CRC-32)."""
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not -self._len <= index < self._len:
             raise IndexError(f"{self.path}: segment index {index!r} out of range for {self._len} segments")
         i = int(index) % self._len
+        self._check_files(i, checksums=verify)
         # One gather over all arrays: their (index, chunk) reads and decodes overlap instead of
         # paying zarr's per-call round trip through its event loop once per array.
         values = zarr_sync(self._read_arrays(i))
@@ -398,6 +542,19 @@ class SegmentReader:
         out["video"] = str(self.videos[i])
         out["start"] = int(self.starts[i])
         return out
+
+    def _check_files(self, i: int, *, checksums: bool) -> None:
+        """The files holding segment i are there (and, with `checksums`, unchanged): one stat per
+        array, so a deleted file is an error naming it, never a segment of fill values."""
+        record = self._record
+        if record.crc is None or not record.local or not self._done[i]:
+            return
+        k = i // record.rows
+        if k not in self._crcs:
+            self._crcs[k] = np.asarray(record.crc[k])
+        problems = record.damage(k, self._crcs[k], checksums=checksums)
+        if problems:
+            raise SegmentStoreError(f"{problems[0]}; `trackprep validate {self.path}` lists every damaged file")
 
     async def _read_arrays(self, i: int) -> list[np.ndarray]:
         return await asyncio.gather(*(arr.async_array.getitem(i) for arr in self._arrays.values()))

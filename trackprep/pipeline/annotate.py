@@ -1,142 +1,55 @@
-"""`annotate`: dataset videos -> annotation store, as a plan of per-video stages.
+"""`annotate`: dataset videos -> annotation store, one streaming task per video.
 
-Per video: read (decode and resize frame by frame) -> flow -> track (chaining, cycle
-test, seeding) -> label -> write. `plan_annotation` opens the datasets and the store
-and lists the videos still to do; an executor (serial, or Dask: executors.py) runs
-the stages. Each stage is a plain function of (previous result, context), so both
-executors run the very same code, and a test can assert they write equal stores.
+Per video, as the frames arrive: decode and resize a few frames at a time and write them to
+the store; estimate flow over windows of consecutive frame pairs (batched as the estimator
+batches a whole clip); chain each window into the live tracks (trackprep.core.chaining.
+TrackChainer, which also labels them from the masks); hand the tracks that have ended to the
+store writer. Peak memory is one window of frames and flow plus the live tracks, whatever the
+video's length, and the tracks are exactly those of chaining the whole video at once.
 
-Failure isolation: a stage that raises marks its video failed and later stages pass
-the failure through; the write stage records it in the store, so one bad video never
-stops the others (unless `strict`).
+`plan_annotation` opens the datasets and the store and lists the videos still to do; an
+executor (serial, or Dask: executors.py) runs the per-video task. A task that fails records
+its video as failed in the store, so one bad video never stops the others (unless `strict`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
 import time
-from dataclasses import dataclass, field
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from trackprep.core.chaining import chain_tracks
-from trackprep.core.labels import is_foreground, label_tracks
-from trackprep.core.types import Clip, FlowPair, TrackSet
+from trackprep.core.chaining import TrackChainer
 from trackprep.flow import FlowEstimator, FlowSetupError, make_estimator
 from trackprep.io import annotation_store as store_io
+from trackprep.io import locks as lock_io
 from trackprep.io import schema
-from trackprep.io.datasets import DatasetError, canonical_name, open_dataset, read_clip
+from trackprep.io.oserrors import os_error_line
+from trackprep.io.datasets import DatasetError, canonical_name, iter_frame_batches, open_dataset
+from trackprep.pipeline.plan import STATUS_LEFT, RunContext, Stage, VideoResult, VideoTask
+
+# Frame pairs per flow window (rounded up to the estimator's window_multiple). 16 pairs at
+# 320x576 are ~47 MB of forward and backward flow: enough to keep RAFT's batches full on a GPU,
+# small next to the live tracks.
+WINDOW_PAIRS = 16
 
 
 class AnnotateError(RuntimeError):
     """The run cannot start: unknown dataset, unreadable root, store/config conflict, flow setup."""
 
 
-@dataclass(frozen=True)
-class VideoTask:
-    """One video to annotate; small and picklable, so it travels to Dask workers."""
-
-    dataset: str
-    root: str
-    video: str
-
-    @property
-    def key(self) -> str:
-        return store_io.video_key(self.dataset, self.video)
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """What every stage needs besides its input: the store and the resolved configuration."""
-
-    store: str
-    config: dict[str, Any]
-
-
-@dataclass
-class Work:
-    """A video between stages. `error` set means an earlier stage failed."""
-
-    task: VideoTask
-    clip: Clip | None = None
-    flow: FlowPair | None = None
-    tracks: TrackSet | None = None
-    error: str | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class VideoResult:
-    key: str
-    status: str  # schema.STATUS_COMPLETE or schema.STATUS_FAILED
-    error: str | None = None
-    num_frames: int = 0
-    num_tracks: int = 0
-    fg_tracks: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == schema.STATUS_COMPLETE
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    fn: Callable[[Any, RunContext], Any]
-    gpu: bool = False  # runs the flow estimator: scheduled on GPU workers when a cluster has them
-
-
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     # DatasetError and friends already name the file; other exceptions need their type to make sense.
     return text if isinstance(exc, (DatasetError, FlowSetupError, ValueError)) and text else f"{type(exc).__name__}: {text}"
-
-
-def _guard(name: str, work: Work, fn: Callable[[Work], None]) -> Work:
-    """Run stage `fn` on a shallow copy of `work`: the input stays as it was, so a scheduler
-    that reruns a stage (or hands the same object to two tasks in one process) sees no change."""
-    if work.error is not None:
-        return work
-    work = dataclasses.replace(work, timings=dict(work.timings))
-    t0 = time.perf_counter()
-    try:
-        fn(work)
-    except Exception as exc:  # isolate the failure to this video; recorded by the write stage
-        work.error = f"{name}: {_one_line(exc)}"
-        work.clip = work.flow = work.tracks = None
-    work.timings[name] = time.perf_counter() - t0
-    return work
-
-
-# ---------------------------------------------------------------- stages
-
-
-def read_stage(task: VideoTask, ctx: RunContext) -> Work:
-    """Decode the video and resize it to the working size, one frame at a time."""
-
-    def run(work: Work) -> None:
-        dataset = open_dataset(task.dataset, task.root)
-        source = dataset.video(task.video)
-        size = tuple(ctx.config["size"])
-        clip = read_clip(source, size=size)
-        scene = source.extras.get("scene") if source.extras else None
-        if scene is not None:
-            # Synthetic videos carry their exact motion; the oracle flow backend reads it.
-            from trackprep.core.synthetic import Scene
-
-            scene = Scene.from_dict(scene) if isinstance(scene, dict) else scene
-            scene = scene.rescaled(height=size[0], width=size[1])
-            clip = dataclasses.replace(clip, scene=scene)
-        if clip.num_frames < 2:
-            raise ValueError(f"{source.describe_frame(0)}: video has {clip.num_frames} frame; expected at least 2")
-        work.clip = clip
-
-    return _guard("read", Work(task=task), run)
 
 
 _ESTIMATORS: dict[str, FlowEstimator] = {}
@@ -155,67 +68,180 @@ def estimator_for(flow_config: dict[str, Any]) -> FlowEstimator:
     return est
 
 
-def flow_stage(work: Work, ctx: RunContext) -> Work:
-    def run(w: Work) -> None:
-        w.flow = estimator_for(ctx.config["flow"]).estimate(w.clip)
+@contextlib.contextmanager
+def task_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` torch intra-op (OpenMP) threads in this thread.
 
-    return _guard("flow", work, run)
+    torch's OpenMP thread count is per calling thread, so each task of the local scheduler
+    sets its own: concurrency x threads stays within the cores instead of every task's
+    torch spawning one thread per core (which measured 3.4 to 36.5 s for the same chaining).
+    OpenCV's pool (DIS) is process-wide: set to the same share."""
+    if threads is None:
+        yield
+        return
+    import cv2
+    import torch
 
-
-def track_stage(work: Work, ctx: RunContext) -> Work:
-    def run(w: Work) -> None:
-        w.tracks = chain_tracks(
-            w.flow,
-            cycle_threshold=ctx.config["tracks"]["cycle_threshold"],
-            seed_stride=ctx.config["tracks"]["seed_stride"],
-        )
-        w.flow = None  # the largest intermediate; not needed any more
-
-    return _guard("track", work, run)
-
-
-def label_stage(work: Work, ctx: RunContext) -> Work:
-    def run(w: Work) -> None:
-        w.tracks = label_tracks(w.tracks, w.clip.masks, w.clip.has_mask)
-
-    return _guard("label", work, run)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
-def write_stage(work: Work, ctx: RunContext) -> VideoResult:
-    """Write the video (or its failure) to the store; the only stage that touches the store."""
-    root = store_io.open_store(ctx.store, mode="r+")
-    key, error, timings = work.task.key, work.error, dict(work.timings)
-    if error is None:
-        t0 = time.perf_counter()
+class _Timer:
+    """Seconds spent per part of a task, and the part running now (for error messages)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.part = "read"
+
+    @contextlib.contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        self.part, t0 = part, time.perf_counter()
         try:
-            store_io.write_video(
-                root, key, work.clip, work.tracks,
-                attrs={"dataset": work.task.dataset, "video": work.task.video, "source_root": work.task.root,
-                       "timings_s": {k: round(v, 3) for k, v in timings.items()}},
+            yield
+        finally:
+            self.seconds[part] += time.perf_counter() - t0
+
+
+def _timed_batches(batches: Iterator[Any], timer: _Timer) -> Iterator[Any]:
+    while True:
+        with timer("read"):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
+
+
+def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) -> store_io.VideoWriter:
+    """Annotate one video into the store as it is decoded; returns the finished writer."""
+    size = tuple(ctx.config["size"])
+    tracks_cfg = ctx.config["tracks"]
+    with timer("read"):
+        source = open_dataset(task.dataset, task.root).open_video(task.video)  # warns: frames lacking a mask
+        total = source.num_frames
+        if total < 2:
+            raise ValueError(f"{source.describe_frame(0)}: video has {total} frame; expected at least 2")
+        scene = source.extras.get("scene") if source.extras else None
+        if scene is not None:
+            # Synthetic videos carry their exact motion; the oracle flow backend reads it.
+            from trackprep.core.synthetic import Scene
+
+            scene = Scene.from_dict(scene) if isinstance(scene, dict) else scene
+            if scene.num_frames != total:
+                raise ValueError(f"{task.key}: {total} frames, but its scene has {scene.num_frames}; expected equal")
+            scene = scene.rescaled(height=size[0], width=size[1])
+    estimator = estimator_for(ctx.config["flow"])
+    window = -(-WINDOW_PAIRS // estimator.window_multiple) * estimator.window_multiple
+    writer: store_io.VideoWriter | None = None
+    chainer: TrackChainer | None = None
+    # Frames decoded but not yet chained past, from frame `first` on (the last frame of a
+    # window is the first of the next).
+    frames: list[np.ndarray] = []
+    masks: list[np.ndarray | None] = []
+    first = 0
+
+    def chain(pairs: int) -> None:
+        nonlocal first
+        with timer("flow"):
+            flow = estimator.estimate_frames(np.stack(frames[: pairs + 1]), first=first, scene=scene)
+        with timer("track"):
+            for i in range(pairs):
+                chainer.add_frame(mask=masks[i])
+                chainer.advance(flow.forward[i], flow.backward[i])
+            done = chainer.finished()
+        for part in done:  # gathered batch by batch (track time), written as it comes
+            with timer("write"):
+                writer.add_tracks(part)
+        del frames[:pairs], masks[:pairs]
+        first += pairs
+
+    for batch in _timed_batches(iter_frame_batches(source, size=size), timer):
+        if writer is None:
+            h, w = batch.frames.shape[1:3]
+            with timer("write"):
+                frames_cfg = ctx.config["frames"]
+                writer = store_io.VideoWriter(root, task.key, num_frames=total, height=h, width=w,
+                                              frames_codec=frames_cfg["codec"], jpeg_quality=frames_cfg["jpeg_quality"])
+            chainer = TrackChainer(
+                height=h, width=w, cycle_threshold=tracks_cfg["cycle_threshold"],
+                seed_stride=tracks_cfg["seed_stride"], min_length=tracks_cfg["min_track_length"],
+                history_codec=store_io.HistoryCodec(),
             )
-        except Exception as exc:
-            error = f"write: {_one_line(exc)}"
-        timings["write"] = time.perf_counter() - t0
-    if error is not None:
-        store_io.record_failure(root, key, error)
-        return VideoResult(key=key, status=schema.STATUS_FAILED, error=error, timings=timings)
+        with timer("write"):
+            writer.write_frames(batch.first, batch.frames, batch.masks, batch.has_mask)
+        frames.extend(batch.frames)
+        masks.extend(m if flag else None for m, flag in zip(batch.masks, batch.has_mask))
+        while len(frames) > window:
+            chain(window)
+    if len(frames) > 1:
+        chain(len(frames) - 1)
+    with timer("track"):
+        chainer.add_frame(mask=masks[0])
+        done = chainer.close()
+    for part in done:
+        with timer("write"):
+            writer.add_tracks(part)
+    return writer
+
+
+def annotate_video(task: VideoTask, ctx: RunContext) -> VideoResult:
+    """Annotate one video into the store (or record its failure there); never raises for a bad video."""
+    root = store_io.open_store(ctx.store, mode="r+")
+    timer = _Timer()
+    # One writer per video across runs: take the video's lock first (trackprep.io.locks).
+    locks = lock_io.run_locks(ctx.store, run=ctx.lock_run) if ctx.lock_run else None
+    if locks is not None:
+        try:
+            holder = locks.try_acquire(task.key)
+        except OSError as exc:  # e.g. a read-only store: nothing of this video is written
+            return VideoResult(key=task.key, status=schema.STATUS_FAILED,
+                               error=f"lock: {os_error_line(exc, writing=locks.path(task.key))}")
+        if holder is not None:
+            return VideoResult(key=task.key, status=STATUS_LEFT, error=f"another run is writing it ({holder.describe()})")
+        if store_io.video_status(root, task.key) == schema.STATUS_COMPLETE and not store_io.damaged_videos(root, keys=[task.key]):
+            locks.release(task.key)
+            return VideoResult(key=task.key, status=STATUS_LEFT, error="another run finished it meanwhile")
+    try:
+        return _annotate_locked(task, ctx, root, timer)
+    finally:
+        if locks is not None:
+            locks.release(task.key)
+
+
+def _annotate_locked(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) -> VideoResult:
+    try:
+        with task_threads(ctx.threads):
+            writer = _stream_video(task, ctx, root, timer)
+            import torch
+
+            with timer("write"):
+                # Still ours? Another run takes a lock whose heartbeat stopped (trackprep.io.locks).
+                lock_io.check_lock(ctx.store, task.key, run=ctx.lock_run)
+                writer.finish({
+                    "dataset": task.dataset, "video": task.video, "source_root": task.root,
+                    "timings_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+                    "torch_threads": torch.get_num_threads(),  # what this task's chaining ran with
+                })
+    except lock_io.LockLostError as exc:  # the group is the other run's now: record nothing there
+        return VideoResult(key=task.key, status=schema.STATUS_FAILED, error=str(exc), timings=dict(timer.seconds))
+    except Exception as exc:  # isolate the failure to this video
+        if isinstance(exc, OSError) and timer.part == "write":  # disk full: name the store, the bare error may not
+            error = f"write: {os_error_line(exc, writing=f'{ctx.store}/{task.key}')}"
+        else:
+            error = f"{timer.part}: {_one_line(exc)}"
+        store_io.record_failure(root, task.key, error)
+        return VideoResult(key=task.key, status=schema.STATUS_FAILED, error=error, timings=dict(timer.seconds))
     return VideoResult(
-        key=key,
-        status=schema.STATUS_COMPLETE,
-        num_frames=work.clip.num_frames,
-        num_tracks=len(work.tracks),
-        fg_tracks=int(np.count_nonzero(is_foreground(work.tracks.labels))),
-        timings=timings,
+        key=task.key, status=schema.STATUS_COMPLETE, num_frames=writer.num_frames, num_tracks=writer.num_tracks,
+        fg_tracks=writer.fg_tracks, timings=dict(timer.seconds),
     )
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("read", read_stage),
-    Stage("flow", flow_stage, gpu=True),
-    Stage("track", track_stage),
-    Stage("label", label_stage),
-    Stage("write", write_stage),
-)
+STAGES: tuple[Stage, ...] = (Stage("annotate", annotate_video, gpu=True),)
 
 
 # ---------------------------------------------------------------- the plan
@@ -233,6 +259,9 @@ class AnnotatePlan:
         # Absolute: workers of a cluster may run in another directory (or on another machine
         # that mounts the same file system).
         return RunContext(store=str(Path(self.store).resolve()), config=self.config)
+
+    def context_for(self, threads: int | None) -> RunContext:
+        return dataclasses.replace(self.context, threads=threads)
 
 
 def _select(names: list[str], dataset: str, wanted: Sequence[str] | None) -> list[str]:
@@ -303,7 +332,8 @@ def plan_annotation(
     except store_io.StoreError as exc:
         raise AnnotateError(str(exc)) from None
 
-    done = set(store_io.complete_videos(root))
+    # A complete video with a chunk file missing is damaged: redo it (trackprep.io.integrity).
+    done = set(store_io.complete_videos(root)) - set(store_io.damaged_videos(root))
     tasks, skipped = [], []
     for name, ds_root, names in listed:
         store_io.require_dataset_group(root, name)  # here, not concurrently in the workers
@@ -329,13 +359,21 @@ class AnnotateSummary:
 
     @property
     def completed(self) -> tuple[VideoResult, ...]:
-        return tuple(r for r in self.results if r.ok)
+        return tuple(r for r in self.results if r.status == schema.STATUS_COMPLETE)
+
+    @property
+    def left(self) -> tuple[VideoResult, ...]:
+        """Videos another run is writing, or finished first: left to it (not failures)."""
+        return tuple(r for r in self.results if r.status == STATUS_LEFT)
 
     def lines(self) -> list[str]:
         out = [
             f"{self.store}: {len(self.completed)} video(s) annotated, {len(self.skipped)} already complete, "
             f"{len(self.failed)} failed" + (" (stopped at the first failure: --strict)" if self.stopped_early else "")
         ]
+        if self.left:
+            out.append(f"  {len(self.left)} video(s) left to another run (rerun later to pick up what it leaves): "
+                       + "; ".join(f"{r.key}: {r.error}" for r in self.left))
         out += [f"  FAILED {r.key}: {r.error}" for r in self.failed]
         return out
 
@@ -369,10 +407,17 @@ def annotate(
         log(f"skipping {len(plan.skipped)} video(s) already complete in {plan.store}")
     if not plan.tasks:
         return AnnotateSummary(store=plan.store, results=(), skipped=plan.skipped)
-    with make_executor(scheduler, workers=workers, config=config, num_tasks=len(plan.tasks), log=log) as executor:
-        progress.start(total=len(plan.tasks), keys=[t.key for t in plan.tasks], stages=[s.name for s in STAGES])
-        try:
-            results, stopped = executor.run(plan.tasks, STAGES, plan.context, progress=progress, strict=strict)
-        finally:
-            progress.close()
+    # Each task locks its video when it starts (trackprep.io.locks), so runs started together on
+    # one store share its videos; this token tells this run's tasks from another run's.
+    run = uuid.uuid4().hex
+    try:
+        with make_executor(scheduler, workers=workers, config=config, num_tasks=len(plan.tasks), log=log) as executor:
+            progress.start(total=len(plan.tasks), keys=[t.key for t in plan.tasks], stages=[s.name for s in STAGES])
+            try:
+                ctx = dataclasses.replace(plan.context_for(executor.threads_per_task), lock_run=run)
+                results, stopped = executor.run(plan.tasks, STAGES, ctx, progress=progress, strict=strict)
+            finally:
+                progress.close()
+    finally:
+        lock_io.end_run(plan.store, run=run)
     return AnnotateSummary(store=plan.store, results=tuple(results), skipped=plan.skipped, stopped_early=stopped)

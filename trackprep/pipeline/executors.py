@@ -25,19 +25,21 @@ from typing import Any, Callable, Sequence
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from trackprep.io import annotation_store as store_io
+from trackprep.io import locks as lock_io
 from trackprep.io import schema
-from trackprep.pipeline.annotate import RunContext, Stage, VideoResult, VideoTask
+from trackprep.pipeline.plan import RunContext, Stage, VideoResult, VideoTask
 
-# Memory to allow per video in flight. benchmarks/bench_annotate.py measures a 100-frame
-# 320x576 video (DIS) at about 2.2 GiB peak RSS for a whole process, 0.7 GB of which is the
-# imported libraries; the peak is in chaining (trackprep.core.chaining) and grows linearly
-# with the video's length. 3 GiB leaves room for longer videos.
-_MEMORY_PER_WORKER = 3 << 30
+# Memory to allow per video in flight. Annotation streams each video (frames, flow and tracks
+# a window at a time), so a task's memory does not grow with the video's length:
+# benchmarks/bench_long_video.py measures the peak RSS of a whole process at 320x576 (DIS),
+# imported libraries included; see the README's performance table. 2 GiB leaves headroom.
+_MEMORY_PER_WORKER = 2 << 30
 
 
 def _failed(key: str, error: str, ctx: RunContext) -> VideoResult:
     """Record a failure the stages could not record themselves (a lost worker, a store error)."""
     try:
+        lock_io.check_lock(ctx.store, key, run=ctx.lock_run)  # never replace a group another run now writes
         store_io.record_failure(store_io.open_store(ctx.store, mode="r+"), key, error)
     except Exception as exc:  # the store itself is unusable; still report the video's own error
         error = f"{error} (and recording it failed: {exc})"
@@ -48,6 +50,7 @@ class SerialExecutor:
     """One video after another, in this process: no scheduler, easiest to debug."""
 
     description = "serial (this process)"
+    threads_per_task: int | None = None  # one task at a time: torch's own default (all cores)
 
     def __enter__(self) -> "SerialExecutor":
         return self
@@ -79,9 +82,10 @@ class SerialExecutor:
 class TorchThreads(WorkerPlugin):
     """Worker plugin: give each worker's torch its share of the machine's cores.
 
-    The nanny starts workers with OMP_NUM_THREADS=1; with one video per worker, torch
-    may use cores / workers threads without oversubscribing. A plugin (not a one-off
-    client.run) so that workers restarted after a crash get the setting too."""
+    The nanny starts workers with OMP_NUM_THREADS=1; with one video per worker thread, torch
+    may use cores / (workers x threads) threads without oversubscribing. A plugin (not a
+    one-off client.run) so that workers restarted after a crash get the setting too; each
+    task also sets it in its own thread (RunContext.threads)."""
 
     name = "trackprep-torch-threads"
 
@@ -116,6 +120,7 @@ class DaskExecutor:
         self.on_close = on_close
         self.gpu_resource = gpu_resource
         self.description = description
+        self.threads_per_task: int | None = None  # set by make_executor where it knows the concurrency
 
     def __enter__(self) -> "DaskExecutor":
         return self
@@ -217,22 +222,23 @@ def make_executor(
         # (benchmarks/bench_annotate.py): no worker start-up (each process imports torch, ~0.7 GB
         # and seconds), no copies of frames and flow between processes, and the heavy parts
         # (JPEG decoding, DIS/RAFT, chaining, Blosc) release the GIL. On a GPU, RAFT's estimator
-        # runs one clip at a time while the other threads do the CPU stages of other videos.
-        import torch
+        # runs one window at a time while the other threads chain other videos.
+        import cv2
 
         n = workers or default_workers(num_tasks=num_tasks)
         cluster = LocalCluster(
             n_workers=1, threads_per_worker=n, processes=False, dashboard_address=":0", silence_logs=_quiet(),
         )
-        # torch's own thread pool is shared by the n videos: give each its share of the cores
-        # (oversubscribed OpenMP threads spin and slow everything several-fold on a busy machine).
-        previous = torch.get_num_threads()
-        torch.set_num_threads(max(1, cpus // n))
+        previous = cv2.getNumThreads()
         executor = DaskExecutor(
             Client(cluster), gpu_resource=False, cluster=cluster,
             description=f"Dask LocalCluster, {n} thread(s) in this process",
-            on_close=lambda: torch.set_num_threads(previous),
+            on_close=lambda: cv2.setNumThreads(previous),
         )
+        # The n videos share the cores: each task gives its torch (OpenMP threads are per
+        # calling thread) its share (oversubscribed OpenMP threads spin and slow everything
+        # several-fold on a busy machine).
+        executor.threads_per_task = max(1, cpus // n)
     elif scheduler == "processes":
         from trackprep.flow import select_device
 
@@ -245,7 +251,7 @@ def make_executor(
                 n_workers=1, threads_per_worker=n_threads, processes=True, resources={"GPU": 1},
                 dashboard_address=":0", silence_logs=_quiet(),
             )
-            plugin_threads = max(1, cpus // 2)
+            plugin_threads = max(1, cpus // n_threads)
         else:
             n = workers or default_workers(num_tasks=num_tasks)
             cluster = LocalCluster(
@@ -257,6 +263,7 @@ def make_executor(
         n_workers = len(client.scheduler_info()["workers"])
         description = f"Dask LocalCluster, {n_workers} worker process(es)" + (" with the GPU" if uses_gpu else "")
         executor = DaskExecutor(client, gpu_resource=uses_gpu, description=description, cluster=cluster)
+        executor.threads_per_task = plugin_threads
     else:
         try:
             client = Client(scheduler, timeout="20s")

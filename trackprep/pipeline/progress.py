@@ -10,6 +10,8 @@ import sys
 import time
 from typing import Any, Callable, Sequence, TextIO
 
+from trackprep.pipeline.plan import STATUS_LEFT
+
 
 class NullProgress:
     def start(self, *, total: int, keys: Sequence[str], stages: Sequence[str]) -> None:
@@ -28,6 +30,8 @@ class NullProgress:
 def _describe(result: Any) -> str:
     if not result.ok:
         return f"FAILED {result.error}"
+    if result.status == STATUS_LEFT:
+        return f"left to another run: {result.error}"
     seconds = sum(result.timings.values())
     fg = result.fg_tracks / result.num_tracks if result.num_tracks else 0.0
     return f"{result.num_frames} frames, {result.num_tracks} tracks ({fg:.0%} foreground), {seconds:.1f} s"

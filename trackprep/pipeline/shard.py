@@ -21,13 +21,18 @@ from typing import Any, Callable
 
 import numpy as np
 
-from trackprep.config import DEFAULTS
+from trackprep.config import DEFAULTS, config_differences
 from trackprep.core.segments import (
     MIN_VISIBLE, SEGMENT_LENGTH, SegmentPlan, plan_segments, segment_seed, select_segment_tracks, shard_ranges,
 )
 from trackprep.io import annotation_store as astore
+from trackprep.io.annotation_reader import VideoAnnotations, open_annotations
+from trackprep.io.frame_codecs import DEFAULT_JPEG_QUALITY, frame_codecs
 from trackprep.io import schema
+from trackprep.io import locks as lock_io
 from trackprep.io import segment_store as sstore
+from trackprep.io.faults import fault_point
+from trackprep.io.oserrors import os_error_line
 
 # Tracks per segment; DINO-Tracker / Track4Gen draw 256 fg + 256 bg per step from these.
 DEFAULT_TRACKS = DEFAULTS["shard"]["tracks_per_segment"]
@@ -46,6 +51,8 @@ class ShardConfig:
     min_visible: int = MIN_VISIBLE
     tracks_dtype: str = "float32"
     segments_per_shard: int = sstore.DEFAULT_SEGMENTS_PER_SHARD
+    frames_codec: str = "lossless"
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY
 
     def __post_init__(self) -> None:
         for name in ("length", "tracks", "segments_per_shard", "min_visible"):
@@ -58,6 +65,7 @@ class ShardConfig:
             raise ValueError(f"fg_share: expected a number in [0, 1], got {self.fg_share!r}")
         if self.tracks_dtype not in sstore.TRACKS_DTYPES:
             raise ValueError(f"tracks_dtype: expected one of {sstore.TRACKS_DTYPES}, got {self.tracks_dtype!r}")
+        frame_codecs(self.frames_codec, quality=self.jpeg_quality)  # a clear error for a bad codec or quality
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -87,26 +95,30 @@ class ShardResult:
     tracks_per_segment: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
-def _video_segments(video: astore.StoredVideo, starts: Sequence[int], cfg: ShardConfig) -> list[dict[str, Any]]:
+def _segment_rows(video: VideoAnnotations, s: int, cfg: ShardConfig) -> np.ndarray:
+    """Rows of the tracks segment s .. s + L - 1 keeps. Only tracks defined in the window can be
+    kept; they are passed in row order, so the draw equals that over all N rows."""
+    window = (s, s + cfg.length)
+    near = video.overlapping(frames=window)
+    picked = select_segment_tracks(
+        video.visible(near, frames=window), video.labels[near], n=cfg.tracks, fg_share=cfg.fg_share,
+        seed=segment_seed(cfg.seed, video.key, s), min_visible=cfg.min_visible,
+    )
+    return near[picked]
+
+
+def _video_segments(video: VideoAnnotations, starts: Sequence[int], cfg: ShardConfig) -> list[dict[str, Any]]:
     """The segments of one video that start at `starts`, as write_segments mappings.
 
-    visible and labels are read whole (N x T bools: small); tracks only for the rows and
-    frames some segment keeps, in one read, so each track chunk is decoded once per task.
+    Each segment's tracks are chosen from start/length/labels alone; points are read only for
+    the rows and frames some segment keeps, in one read, so each chunk is decoded once per task.
     """
     L = cfg.length
-    visible = np.asarray(video.visible[:], dtype=bool)
-    labels = np.asarray(video.labels[:], dtype=np.uint8)
-    rows_per = [
-        select_segment_tracks(visible[:, s : s + L], labels, n=cfg.tracks, fg_share=cfg.fg_share,
-                              seed=segment_seed(cfg.seed, video.key, s), min_visible=cfg.min_visible)
-        for s in starts
-    ]
+    labels = video.labels
+    rows_per = [_segment_rows(video, s, cfg) for s in starts]
     t0, t1 = min(starts), max(starts) + L
     union = np.unique(np.concatenate(rows_per)) if rows_per else np.zeros(0, np.int64)
-    if union.size:
-        tracks = np.asarray(video.tracks.get_orthogonal_selection((union, slice(t0, t1), slice(None))), np.float32)
-    else:
-        tracks = np.zeros((0, t1 - t0, 2), np.float32)
+    tracks, visible = video.dense(union, frames=(t0, t1))
     frames = np.asarray(video.frames[t0:t1])
     masks = np.asarray(video.masks[t0:t1])
     has_mask = np.asarray(video.has_mask[t0:t1], dtype=bool)
@@ -116,7 +128,7 @@ def _video_segments(video: astore.StoredVideo, starts: Sequence[int], cfg: Shard
         pos = np.searchsorted(union, rows)
         out.append(dict(
             frames=frames[a : a + L], masks=masks[a : a + L], has_mask=has_mask[a : a + L],
-            tracks=tracks[pos, a : a + L], visible=visible[rows, s : s + L], labels=labels[rows],
+            tracks=tracks[pos, a : a + L], visible=visible[pos, a : a + L], labels=labels[rows],
             video=video.key, start=s, track_ids=rows,
         ))
     return out
@@ -124,16 +136,20 @@ def _video_segments(video: astore.StoredVideo, starts: Sequence[int], cfg: Shard
 
 def run_shard_task(task: ShardTask) -> int:
     """Build and write one shard; returns the number of segments written."""
-    source = astore.open_store(task.config.store, mode="r")
+    source = open_annotations(task.config.store)
     segments: list[dict[str, Any]] = []
     pairs = list(zip(task.videos, task.starts))
     for key, group in groupby(pairs, key=lambda p: p[0]):
         starts = [s for _, s in group]
         try:
-            segments.extend(_video_segments(astore.read_video(source, key), starts, task.config))
+            segments.extend(_video_segments(source[key], starts, task.config))
         except Exception as exc:
-            raise RuntimeError(f"shard: segments {starts} of {task.config.store}/{key}: {exc}") from exc
-    sstore.write_segments(task.out, task.first, segments)
+            raise sstore.SegmentStoreError(f"shard: segments {starts} of {task.config.store}/{key}: {exc}") from exc
+    try:
+        sstore.write_segments(task.out, task.first, segments)
+    except OSError as exc:  # disk full and friends: say which store (the bare error may not)
+        raise OSError(os_error_line(exc, writing=task.out)) from exc
+    fault_point("shard:shard-done")
     return len(segments)
 
 
@@ -198,6 +214,31 @@ def run_tasks(
         return client.gather(client.map(run_shard_task, tasks, pure=False))
 
 
+def _open_or_create(out: Path, *, store: Any, source: Any, plan: SegmentPlan, config: dict[str, Any], overwrite: bool,
+                    create: dict[str, Any]) -> Any:
+    """The segment store at `out` to resume (refused when made otherwise), or a new one."""
+    if out.exists() and not overwrite:
+        root = sstore.open_segment_store(out, mode="r+")
+        sstore.remove_leftovers(out)  # of an --overwrite killed after the new store was in place
+        found = root.attrs.get(schema.ATTR_CONFIG)
+        if found != config:
+            raise ValueError(
+                f"{out}: existing segment store was made with another configuration or from other videos ("
+                + "; ".join(config_differences(found, config)) + "). Use --overwrite to rebuild it, or choose another --out"
+            )
+        videos, starts = sstore.read_index(root)
+        if videos != list(plan.videos) or starts.tolist() != list(plan.starts):
+            raise ValueError(
+                f"{out}: its segments were planned from other videos than {store} holds now "
+                f"({len(videos)} segments recorded, {len(plan)} planned). Use --overwrite to rebuild it"
+            )
+        return root
+    h, w = _video_size(source, plan)
+    # Built aside with its index and renamed into place: a kill leaves no half-made store at `out`.
+    return sstore.create_segment_store(out, videos=plan.videos, starts=plan.starts, height=max(h, 1), width=max(w, 1),
+                                       config=config, overwrite=overwrite, **create)
+
+
 def shard(
     store: str | os.PathLike,
     out: str | os.PathLike,
@@ -209,6 +250,8 @@ def shard(
     seed: int = 0,
     tracks_dtype: str = "float32",
     segments_per_shard: int = sstore.DEFAULT_SEGMENTS_PER_SHARD,
+    frames_codec: str = "lossless",
+    jpeg_quality: int = DEFAULT_JPEG_QUALITY,
     scheduler: str = "local",
     workers: int | None = None,
     overwrite: bool = False,
@@ -223,9 +266,17 @@ def shard(
     out = Path(out)
     cfg = ShardConfig(store=str(Path(store).resolve()), length=length, stride=stride, tracks=tracks,
                       fg_share=float(fg_share), seed=seed, tracks_dtype=tracks_dtype,
-                      segments_per_shard=segments_per_shard)
+                      segments_per_shard=segments_per_shard, frames_codec=frames_codec, jpeg_quality=jpeg_quality)
     source = astore.open_store(store, mode="r")
     plan = build_plan(source, length=length, stride=stride)
+    # Zarr reads a missing chunk as fill values: a damaged video would become black frames or
+    # track-less segments. Refuse before writing anything (trackprep.io.integrity).
+    damaged = astore.damaged_videos(source, checksums=True, keys=sorted(set(plan.videos)))
+    if damaged:
+        raise sstore.SegmentStoreError(
+            f"{store}: {len(damaged)} damaged video(s), not sharded: "
+            + "; ".join(damaged.values()) + ". Rerun `trackprep annotate` with the same arguments to redo them, then shard"
+        )
     planned = set(plan.videos) | {k for k, _ in plan.skipped}
     incomplete = [(k, astore.video_status(source, k) or "") for k in astore.video_keys(source) if k not in planned]
     skipped = [(k, t) for k, t in plan.skipped]
@@ -233,37 +284,32 @@ def shard(
               "source_config": source.attrs.get(schema.ATTR_CONFIG)}
     config = json.loads(json.dumps(config, default=str))
 
-    if out.exists() and not overwrite:
-        root = sstore.open_segment_store(out, mode="r+")
-        found = root.attrs.get(schema.ATTR_CONFIG)
-        if found != config:
-            raise ValueError(
-                f"{out}: existing segment store was made with another configuration or from other videos: "
-                f"stored {json.dumps(found, sort_keys=True)}, now {json.dumps(config, sort_keys=True)}. "
-                "Use --overwrite to rebuild it, or choose another --out"
-            )
-        videos, starts = sstore.read_index(root)
-        if videos != list(plan.videos) or starts.tolist() != list(plan.starts):
-            raise ValueError(
-                f"{out}: its segments were planned from other videos than {store} holds now "
-                f"({len(videos)} segments recorded, {len(plan)} planned). Use --overwrite to rebuild it"
-            )
-    else:
-        h, w = _video_size(source, plan)
-        root = sstore.create_segment_store(
-            out, num_segments=len(plan), length=length, height=max(h, 1), width=max(w, 1), max_tracks=tracks,
-            config=config, overwrite=overwrite, tracks_dtype=tracks_dtype, segments_per_shard=segments_per_shard,
-        )
-        sstore.write_index(root, videos=plan.videos, starts=plan.starts)
-    done = sstore.done_flags(root)
-    tasks = [
-        ShardTask(out=str(out), config=cfg, first=r.start, videos=plan.videos[r.start : r.stop],
-                  starts=plan.starts[r.start : r.stop])
-        for r in shard_ranges(len(plan), segments_per_shard=segments_per_shard)
-        if not done[r.start : r.stop].all()
-    ]
-    written = sum(run_tasks(tasks, scheduler=scheduler, workers=workers, log=log))
-    sstore.mark_complete(root)
+    # One shard run per segment store at a time (a lock file beside it, trackprep.io.locks): its
+    # tasks own whole shards, and only it may clear what a killed run left beside the store.
+    with lock_io.Locks(out.parent) as locks:
+        holder = locks.try_acquire(f".{out.name}")
+        if holder is not None:
+            raise sstore.SegmentStoreError(f"{out}: another `trackprep shard` is writing it ({holder.describe()}); "
+                                           "let it finish (one that was killed is noticed, and a rerun continues it)")
+        root = _open_or_create(out, store=store, source=source, plan=plan, config=config, overwrite=overwrite,
+                               create=dict(length=length, max_tracks=tracks, tracks_dtype=tracks_dtype,
+                                           segments_per_shard=segments_per_shard, frames_codec=frames_codec,
+                                           jpeg_quality=jpeg_quality))
+        done = sstore.done_flags(root)
+        damaged = sstore.damaged_shards(root)  # a file lost since it was written: redo its shard
+        if damaged and log:
+            log(f"{out}: redoing {len(damaged)} damaged shard(s): " + "; ".join(v[0] for v in damaged.values()))
+        for k in damaged:
+            done[k * segments_per_shard : (k + 1) * segments_per_shard] = False
+        tasks = [
+            ShardTask(out=str(out), config=cfg, first=r.start, videos=plan.videos[r.start : r.stop],
+                      starts=plan.starts[r.start : r.stop])
+            for r in shard_ranges(len(plan), segments_per_shard=segments_per_shard)
+            if not done[r.start : r.stop].all()
+        ]
+        written = sum(run_tasks(tasks, scheduler=scheduler, workers=workers, log=log))
+        fault_point("shard:before-complete")
+        sstore.mark_complete(root)
     num_tracks = np.asarray(root[schema.SEGMENTS_GROUP][schema.SEG_NUM_TRACKS.name][:], np.int32)
     return ShardResult(out=out, num_segments=len(plan), written=written, skipped_videos=skipped,
                        incomplete_videos=incomplete,

@@ -20,9 +20,11 @@ from pathlib import Path
 from trackprep.io.datasets.base import (
     Dataset,
     DatasetError,
+    FrameBatch,
     FrameRecord,
     ListedVideo,
     VideoSource,
+    iter_frame_batches,
     read_clip,
 )
 from trackprep.io.datasets.davis import Davis2016, Davis2017
@@ -69,10 +71,12 @@ __all__ = [
     "READERS",
     "Dataset",
     "DatasetError",
+    "FrameBatch",
     "FrameRecord",
     "ListedVideo",
     "VideoSource",
     "canonical_name",
+    "iter_frame_batches",
     "known_datasets",
     "open_dataset",
     "read_clip",

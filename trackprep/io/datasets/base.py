@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -141,38 +142,44 @@ class ListedVideo(VideoSource):
             yield FrameRecord(index=index, image=image, mask=mask, has_mask=bool(paths))
 
 
-def read_clip(source: VideoSource, *, size: tuple[int, int] | None) -> Clip:
-    """Read every frame of `source` into a Clip, resized to size=(H, W) (frames antialiased,
-    masks nearest, by trackprep.core.resize) unless size is None. Frames are resized in small
-    batches as they are read into preallocated output arrays, so memory follows the output
-    size, not the source resolution."""
+@dataclass(frozen=True)
+class FrameBatch:
+    """Consecutive frames first .. first + len - 1 of a video, at the working resolution."""
+
+    first: int
+    frames: np.ndarray  # uint8 [n, H, W, 3]
+    masks: np.ndarray  # uint8 [n, H, W]
+    has_mask: np.ndarray  # bool [n]
+
+
+def iter_frame_batches(source: VideoSource, *, size: tuple[int, int] | None) -> Iterator[FrameBatch]:
+    """Decode `source` frame by frame and yield it in small batches resized to size=(H, W)
+    (frames antialiased, masks nearest, by trackprep.core.resize) unless size is None.
+    Memory follows one batch, whatever the video's length or source resolution."""
     total = source.num_frames
     if total < 1:
         raise DatasetError(f"{source.dataset}/{source.name}: the video has no frames; expected at least one")
-    frames: np.ndarray | None = None
-    masks: np.ndarray | None = None
-    flags = np.zeros(total, dtype=bool)
     pending: list[FrameRecord] = []
     first_shape: tuple[int, int] | None = None
     done = 0
 
-    def flush() -> None:
-        nonlocal frames, masks, done
+    def batch() -> FrameBatch:
+        nonlocal done
         image = np.stack([r.image for r in pending])
         mask = np.stack([r.mask for r in pending])
         if size is not None:
             image, mask = resize_frames(image, size=size), resize_masks(mask, size=size)
-        if frames is None or masks is None:
-            frames = np.empty((total, *image.shape[1:]), dtype=np.uint8)
-            masks = np.empty((total, *mask.shape[1:]), dtype=np.uint8)
-        frames[done : done + len(pending)] = image
-        masks[done : done + len(pending)] = mask
+        out = FrameBatch(first=done, frames=image, masks=mask, has_mask=np.array([r.has_mask for r in pending], bool))
         done += len(pending)
         pending.clear()
+        return out
 
     for record in source.iter_frames():
         shape = record.image.shape[:2]
         where = source.describe_frame(record.index)
+        if record.index != done + len(pending):
+            raise DatasetError(f"{where}: frame {record.index} read in place of frame {done + len(pending)}; "
+                f"expected the {total} frames in order")
         if record.index >= total:
             raise DatasetError(f"{where}: frame {record.index} beyond the {total} frames the listing found; "
                 f"expected {total}")
@@ -186,13 +193,27 @@ def read_clip(source: VideoSource, *, size: tuple[int, int] | None) -> Clip:
                 f"is {first_shape[1]}x{first_shape[0]}; expected every frame of a video to have one size"
             )
         pending.append(record)
-        flags[record.index] = record.has_mask
         if len(pending) == RESIZE_BATCH:
-            flush()
+            yield batch()
     if pending:
-        flush()
-    if done != total or frames is None or masks is None:
+        yield batch()
+    if done != total:
         raise DatasetError(f"{source.dataset}/{source.name}: read {done} frames, the listing found {total}; expected equal")
+
+
+def read_clip(source: VideoSource, *, size: tuple[int, int] | None) -> Clip:
+    """Read every frame of `source` into a Clip, resized to size=(H, W) unless size is None
+    (see iter_frame_batches), into preallocated output arrays."""
+    frames: np.ndarray | None = None
+    masks: np.ndarray | None = None
+    flags = np.zeros(source.num_frames, dtype=bool)
+    for b in iter_frame_batches(source, size=size):
+        if frames is None or masks is None:
+            frames = np.empty((source.num_frames, *b.frames.shape[1:]), dtype=np.uint8)
+            masks = np.empty((source.num_frames, *b.masks.shape[1:]), dtype=np.uint8)
+        n = b.frames.shape[0]
+        frames[b.first : b.first + n], masks[b.first : b.first + n], flags[b.first : b.first + n] = b.frames, b.masks, b.has_mask
+    assert frames is not None and masks is not None  # iter_frame_batches yields >= 1 batch or raises
     return Clip(name=source.name, frames=frames, masks=masks, has_mask=flags)
 
 
@@ -205,9 +226,14 @@ class Dataset(abc.ABC):
     """
 
     name: str = ""
+    # Every frame of a sequence has a mask (DAVIS, SegTrack v2), unless the manifest lists the
+    # annotated frames. Readers of sparsely annotated data (FBMS-59) set False.
+    dense_masks: bool = True
 
     def __init__(self, root: str | Path, *, split: str | None = None, manifest: Manifest | None = None) -> None:
         self.root = Path(root)
+        if self.root.is_file():
+            raise DatasetError(f"{self.root}: is a file; expected the folder holding the {self.name} files")
         if not self.root.is_dir():
             raise DatasetError(f"{self.root}: dataset folder not found; expected the folder holding the {self.name} files")
         self.split = split
@@ -230,6 +256,36 @@ class Dataset(abc.ABC):
     def __iter__(self) -> Iterator[VideoSource]:
         for name in self.video_names():
             yield self.video(name)
+
+    def expected_masks(self, name: str, num_frames: int) -> np.ndarray | None:
+        """bool [num_frames]: the frames of `name` that should carry ground truth: for a sequence
+        the manifest lists, its `annotated` frames (every frame when it lists none: manifests list
+        them only for sparse datasets); for another, every frame where masks are dense. None when
+        that is unknown (a sparse dataset's unlisted sequence)."""
+        info = self.manifest.sequence(name) if self.manifest is not None else None
+        if info is None and not self.dense_masks:
+            return None
+        if info is None or info.annotated is None:
+            return np.ones(num_frames, dtype=bool)
+        out = np.zeros(num_frames, dtype=bool)
+        out[[i for i in info.annotated if i < num_frames]] = True
+        return out
+
+    def open_video(self, name: str) -> VideoSource:
+        """`video(name)`, warning when frames that should have a mask have none: such a frame reads
+        as unannotated (`has_mask` False), which silently moves labels to a later frame."""
+        video = self.video(name)
+        expected = self.expected_masks(name, video.num_frames)
+        if expected is not None:
+            lacking = np.flatnonzero(expected & ~video.mask_flags())
+            if lacking.size:
+                shown = ", ".join(video.describe_frame(int(i)) for i in lacking[:3])
+                warnings.warn(
+                    f"{self.name}/{name}: {lacking.size} frame(s) without a mask file where ground truth is expected "
+                    f"(first: {shown}{' ...' if lacking.size > 3 else ''}); they are treated as unannotated",
+                    stacklevel=2,
+                )
+        return video
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r})"

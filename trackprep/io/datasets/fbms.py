@@ -87,6 +87,7 @@ def parse_def_file(path: Path) -> DefFile:
 
 class FBMS59(Dataset):
     name = "fbms59"
+    dense_masks = False  # every 10th or 20th frame; the manifest lists which
 
     def __init__(self, root: str | Path, *, split: str | None = None, manifest: Manifest | None = None) -> None:
         super().__init__(root, split=split, manifest=manifest)

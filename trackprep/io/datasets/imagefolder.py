@@ -51,6 +51,7 @@ def natural_key(key: str) -> tuple:
 
 class ImageFolderDataset(Dataset):
     name = "imagefolder"
+    dense_masks = False  # a frame pairs with a mask when one has its key; not every frame need have one
 
     def __init__(
         self, root: str | Path, *, split: str | None = None, manifest: Manifest | None = None, **options: object
