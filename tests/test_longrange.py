@@ -256,3 +256,19 @@ def test_davis_foreground_share_and_long_tracks_not_lower(shared_data, tmp_path)
     for key in (f"davis2016/{n}" for n in names):
         (in_c, long_c), (in_l, long_l) = figures["chain", key], figures["longrange", key]
         assert in_l >= in_c and long_l >= long_c, (key, figures)
+
+
+def test_cli_tracker_option(tmp_path):
+    from typer.testing import CliRunner
+
+    from trackprep.cli import app
+
+    root = tmp_path / "synthetic"
+    write_synthetic_dataset(root, num_videos=1, seed=0, num_frames=6, height=32, width=48)
+    base = ["annotate", "--dataset", "synthetic", "--root", str(root), "--flow", "oracle", "--size", "32x48",
+            "--scheduler", "serial", "--quiet"]
+    ok = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "a.zarr"), "--tracker", "longrange"])
+    assert ok.exit_code == 0, ok.output
+    assert S.open_store(tmp_path / "a.zarr").attrs[schema.ATTR_CONFIG]["tracks"]["tracker"] == "longrange"
+    bad = CliRunner().invoke(app, [*base, "--out", str(tmp_path / "b.zarr"), "--tracker", "mft"])
+    assert bad.exit_code == 2 and "tracks.tracker = 'mft', expected one of ['chain', 'longrange']" in bad.stderr
