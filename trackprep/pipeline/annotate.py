@@ -5,7 +5,9 @@ the store; estimate flow over windows of consecutive frame pairs (batched as the
 batches a whole clip); chain each window into the live tracks (trackprep.core.chaining.
 TrackChainer, which also labels them from the masks); hand the tracks that have ended to the
 store writer. Peak memory is one window of frames and flow plus the live tracks, whatever the
-video's length, and the tracks are exactly those of chaining the whole video at once.
+video's length, and the tracks are exactly those of chaining the whole video at once. With
+`tracks.tracker: longrange` (trackprep.core.longrange) each window also holds the 7 frames
+before it and the flow from frames 2, 4 and 8 back, batched with the consecutive pairs.
 
 `plan_annotation` opens the datasets and the store and lists the videos still to do; an
 executor (serial, or Dask: executors.py) runs the per-video task. A task that fails records
@@ -133,7 +135,7 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
                 raise ValueError(f"{task.key}: {total} frames, but its scene has {scene.num_frames}; expected equal")
             scene = scene.rescaled(height=size[0], width=size[1])
     estimator = estimator_for(ctx.config["flow"])
-    long_range = tracks_cfg.get("tracker", "chain") == "longrange"
+    long_range = tracks_cfg["tracker"] == "longrange"
     # The long-range tracker estimates len(gaps) pairs per frame: windows of fewer frames keep
     # its flow in memory the size of the chain mode's.
     window = WINDOW_PAIRS // len(DEFAULT_GAPS) if long_range else WINDOW_PAIRS
