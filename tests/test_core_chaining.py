@@ -210,9 +210,9 @@ def test_streamed_chaining_equals_the_whole_video_algorithm_bit_for_bit(every):
         chainer.add_frame(mask=masks[t])
         chainer.advance(flow.forward[t], flow.backward[t])
         if t % every == every - 1:
-            parts.append(chainer.finished())
+            parts.extend(chainer.finished())
     chainer.add_frame(mask=masks[14])
-    parts.append(chainer.close())
+    parts.extend(chainer.close())
     got = TrackSet.concat(parts)
     ends = np.array([s + len(r) - 1 for s, r in zip(starts, ref)])
     order = np.lexsort((np.arange(len(ref)), ends))
@@ -235,7 +235,7 @@ def test_chainer_drops_short_tracks_and_labels_on_the_first_annotated_frame():
         chainer.add_frame(mask=masks[t] if has_mask[t] else None)
         chainer.advance(flow.forward[t], flow.backward[t])
     chainer.add_frame()
-    got = chainer.close()
+    got = TrackSet.concat(list(chainer.close()))
     whole = label_tracks(chain_tracks(flow), masks, has_mask)
     keep = whole.lengths >= 3
     assert 0 < keep.sum() < len(whole) and got.lengths.min() == 3
@@ -257,3 +257,36 @@ def test_chainer_refuses_calls_out_of_order_and_wrong_shapes():
         chainer.advance(torch.zeros(2, 8, 9), fl.backward[0])
     with pytest.raises(ValueError, match="min_length must be a positive integer"):
         TrackChainer(height=8, width=8, min_length=0)
+
+
+def test_finished_tracks_come_in_bounded_batches_with_the_same_content(monkeypatch):
+    from trackprep.core import chaining
+
+    scene = make_scene(seed=5, num_frames=12, height=40, width=56)
+    flow = scene.flow()
+    whole = chain_tracks(flow)
+    monkeypatch.setattr(chaining, "OUT_POINTS", 1000)
+    chainer = TrackChainer(height=40, width=56)
+    parts = []
+    for t in range(11):
+        chainer.add_frame()
+        chainer.advance(flow.forward[t], flow.backward[t])
+        if t == 5:
+            parts.extend(chainer.finished())
+    chainer.add_frame()
+    last = list(chainer.close())
+    assert len(last) > 5 and all(p.points.shape[0] <= 1000 + 12 for p in last)  # at most one track over
+    got = TrackSet.concat(parts + last)
+    np.testing.assert_array_equal(got.points, whole.points)
+    np.testing.assert_array_equal(got.offsets, whole.offsets)
+
+    chainer = TrackChainer(height=40, width=56)
+    chainer.add_frame()
+    chainer.advance(flow.forward[0], flow.backward[0])
+    chainer.add_frame()
+    stale = chainer.finished()
+    chainer.advance(flow.forward[1], flow.backward[1])
+    chainer.add_frame()
+    list(chainer.finished())
+    with pytest.raises(RuntimeError, match="read after a later finished"):
+        list(stale)

@@ -42,7 +42,7 @@ def long_range_tracks(scene: Scene, flow_name: str, *, min_length: int = 2) -> T
         chainer.add_frame()
         chainer.advance_gaps(by_pair)
     chainer.add_frame()
-    return chainer.close()
+    return TrackSet.concat(list(chainer.close()), num_frames=scene.num_frames)
 
 
 def chained_tracks(scene: Scene, flow_name: str, *, min_length: int = 2) -> TrackSet:
@@ -126,7 +126,7 @@ def test_lower_cost_candidate_is_taken_only_within_the_agreement_radius(jump, ta
     chainer.add_frame()
     chainer.advance_gaps({(1, 2): (zero, slightly_off), (0, 2): (jump_fwd, jump_bwd)})
     chainer.add_frame()
-    tracks = chainer.close()
+    tracks = TrackSet.concat(list(chainer.close()), num_frames=3)
     dense, visible = tracks.dense()
     rows = np.flatnonzero((tracks.start == 0) & (dense[:, 0, 0] <= size - 1 - jump))
     assert rows.size and visible[rows, 2].all()

@@ -351,10 +351,11 @@ def test_labels_follow_the_first_annotated_frame_on_sparse_masks(store):
 def test_store_summary(store):
     S.write_video(store, "ds/a", make_clip(), make_tracks(40, 6))
     S.record_failure(store, "ds/b", "boom")
-    s = S.store_summary(store)
+    s = trackprep.open_annotations(store.store_path.store.root).summary()
     labels = make_tracks(40, 6).labels
     assert (s["videos_complete"], s["videos_failed"], s["frames"], s["tracks"]) == (1, 1, 6, 40)
     assert s["points"] == int(make_tracks(40, 6).offsets[-1]) == s["per_video"][0]["points"]
+    assert s["per_video"][0]["track_bytes"] > 0
     assert s["foreground_share"] == pytest.approx(np.mean((labels > 0) & (labels < 255)))
     assert s["failures"] == {"ds/b": "boom"}
 

@@ -68,17 +68,19 @@ def run_annotate(
 
 def store_info_lines(path: Path) -> list[str]:
     """Human-readable description of an annotation store."""
-    from trackprep.io import annotation_store as store_io
+    from trackprep.io.annotation_reader import open_annotations
 
-    s = store_io.store_summary(store_io.open_store(path))
+    s = open_annotations(path).summary()
     lines = [
         f"{s['store']}: {s['format']} v{s['format_version']} (trackprep {s['package_version']})",
         f"videos: {s['videos_complete']} complete, {s['videos_failed']} failed, {len(s['videos_incomplete'])} incomplete",
-        f"frames: {s['frames']}, tracks: {s['tracks']}, foreground share: {100 * s['foreground_share']:.1f}%",
+        f"frames: {s['frames']}, tracks: {s['tracks']}, points: {s['points']}, "
+        f"foreground share: {100 * s['foreground_share']:.1f}%",
     ]
     for v in s["per_video"]:
         fg = v["foreground_tracks"] / v["tracks"] if v["tracks"] else 0.0
-        lines.append(f"  {v['video']}: {v['frames']} frames, {v['tracks']} tracks, {100 * fg:.1f}% foreground")
+        lines.append(f"  {v['video']}: {v['frames']} frames, {v['tracks']} tracks, {100 * fg:.1f}% foreground, "
+                     f"tracks {v['track_bytes'] / v['frames'] / 1e6:.2f} MB per frame")
     for key in s["videos_incomplete"]:
         lines.append(f"  {key}: INCOMPLETE (interrupted; rerun annotate to redo it)")
     for key, err in s["failures"].items():
@@ -158,7 +160,9 @@ def register(app: typer.Typer) -> None:
             return
         try:
             if as_json:
-                typer.echo(json.dumps(store_io.store_summary(store_io.open_store(store)), indent=2, sort_keys=True))
+                from trackprep.io.annotation_reader import open_annotations
+
+                typer.echo(json.dumps(open_annotations(store).summary(), indent=2, sort_keys=True))
             else:
                 for line in store_info_lines(store):
                     typer.echo(line)

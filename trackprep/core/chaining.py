@@ -15,12 +15,17 @@ video's length); `chain_tracks` feeds it a whole video's flow.
 
 from __future__ import annotations
 
+from typing import Iterator, Protocol
+
 import numpy as np
 import torch
 
 from trackprep.core.labels import nearest_pixel
 from trackprep.core.sampling import sample_bilinear
 from trackprep.core.types import VOID, FlowPair, TrackSet, ragged_ranges
+
+# Points per batch of finished tracks: bounds the memory of handing out a video's last tracks.
+OUT_POINTS = 1 << 22
 
 # Track4Gen Appendix A.1 (after DINO-Tracker): forward-backward error threshold in pixels.
 DEFAULT_CYCLE_THRESHOLD = 1.5
@@ -76,7 +81,7 @@ def chain_tracks(
         chainer.add_frame()
         chainer.advance(flow.forward[t], flow.backward[t])
     chainer.add_frame()
-    return chainer.close()
+    return TrackSet.concat(list(chainer.close()), num_frames=flow.num_frames)
 
 
 class TrackChainer:
@@ -91,8 +96,11 @@ class TrackChainer:
     in the same order, so the tracks are the same bit for bit however the flow is cut into
     windows. Tracks come out ordered by their last frame, then by seeding order (row-major
     within a frame, earlier frames first); that order does not depend on the windows either.
-    Memory: the live tracks' points so far plus the records since the last `finished()`; an
-    ended track is handed out whole and forgotten.
+    Memory: the records since the last `finished()` plus the live tracks' points so far, kept in
+    one block per compaction (packed by `history_codec` if given, e.g. the store's own rounding
+    and compression: trackprep.io.annotation_store.HistoryCodec); an ended track is handed out
+    whole, in batches of at most OUT_POINTS points, and forgotten. On a static camera tracks
+    live as long as the video, so this history still grows with it (about 2 bytes a point packed).
 
     Labels (`mask` given): the mask value under the track at its first frame with a mask, at
     the nearest pixel (as `label_tracks` does for a whole video); VOID if it meets no mask.
@@ -100,7 +108,7 @@ class TrackChainer:
 
     def __init__(
         self, *, height: int, width: int, cycle_threshold: float = DEFAULT_CYCLE_THRESHOLD, seed_stride: int = 1,
-        min_length: int = 1, device: torch.device | str = "cpu",
+        min_length: int = 1, device: torch.device | str = "cpu", history_codec: HistoryCodec | None = None,
     ) -> None:
         if cycle_threshold <= 0:
             raise ValueError(f"cycle_threshold must be > 0 px, got {cycle_threshold}")
@@ -125,14 +133,16 @@ class TrackChainer:
         self._rec_ids: list[np.ndarray] = []
         self._rec_pos: list[np.ndarray] = []
         self._rec_frames: list[int] = []
-        self._seeded: list[tuple[int, int]] = []  # (frame, count) for ids from self._hist_next_id on
+        self._seeded: list[tuple[int, int]] = []  # (frame, count) for ids from self._known_next_id on
         self._ended: list[tuple[int, np.ndarray, np.ndarray]] = []  # (frame, ids, labels)
-        # Compacted history of the tracks that were live at the last compaction, sorted by id.
-        self._hist_ids = np.empty(0, dtype=np.int64)
-        self._hist_start = np.empty(0, dtype=np.int32)
-        self._hist_offsets = np.zeros(1, dtype=np.int64)
-        self._hist_points = np.empty((0, 2), dtype=np.float32)
-        self._hist_next_id = 0  # ids from here on were seeded after the last compaction
+        # The tracks live at the last compaction ("known" tracks), sorted by id, and their start.
+        self._known_ids = np.empty(0, dtype=np.int64)
+        self._known_start = np.empty(0, dtype=np.int32)
+        self._known_next_id = 0  # ids from here on were seeded after the last compaction
+        # Their points so far, one block per compaction (see _Block); `history_codec` packs them.
+        self._blocks: list[_Block] = []
+        self._codec = history_codec
+        self._emission: object | None = None  # token of the latest finished()/close() batches
 
     @property
     def num_live(self) -> int:
@@ -195,12 +205,13 @@ class TrackChainer:
         self._label, self._labelled = self._label[keep_np], self._labelled[keep_np]
         self._at_frame = False
 
-    def finished(self) -> TrackSet:
-        """The tracks that have ended since the last call (at least `min_length` frames long)."""
+    def finished(self) -> Iterator[TrackSet]:
+        """The tracks that have ended since the last call (at least `min_length` frames long),
+        in batches of at most OUT_POINTS points; consume them before the next call."""
         return self._compact()
 
-    def close(self) -> TrackSet:
-        """End every live track at the current frame; returns every track not yet handed out."""
+    def close(self) -> Iterator[TrackSet]:
+        """End every live track at the current frame; every track not yet handed out, in batches."""
         if not self._at_frame:
             raise RuntimeError(f"close: expected add_frame() for frame {self.frame + 1} first (a video ends on a frame)")
         if self.num_live:
@@ -211,19 +222,22 @@ class TrackChainer:
         self._at_frame = False
         return out
 
-    def _compact(self) -> TrackSet:
-        """Fold the records into the history; split off and return the tracks that have ended.
+    def _compact(self) -> Iterator[TrackSet]:
+        """Fold the records since the last compaction into a new history block; hand out the
+        tracks that have ended, each gathered from its pieces in the blocks and the records.
+        The folding is done here; the gathering, batch by batch, as the iterator is consumed.
 
-        Local index of a track: its rank by id among the history's tracks (sorted by id) and
-        then those seeded since (ids from _hist_next_id on, consecutive). Every step is a
-        scatter into preallocated arrays; nothing is sorted except the ended tracks."""
-        n_hist = self._hist_ids.shape[0]
+        Local index of a track: its rank by id among the known tracks (sorted by id), then
+        those seeded since (ids from _known_next_id on, consecutive). Every step is a gather
+        or scatter over the records, the ended tracks' points or one block: the history of
+        the tracks still live is never copied whole."""
+        n_known = self._known_ids.shape[0]
         new_start = np.repeat(
             np.array([f for f, _ in self._seeded], dtype=np.int32), [c for _, c in self._seeded]
         )
-        n = n_hist + new_start.shape[0]
-        ids = np.concatenate([self._hist_ids, np.arange(self._hist_next_id, self._next_id, dtype=np.int64)])
-        start = np.concatenate([self._hist_start, new_start])
+        n = n_known + new_start.shape[0]
+        ids = np.concatenate([self._known_ids, np.arange(self._known_next_id, self._next_id, dtype=np.int64)])
+        start = np.concatenate([self._known_start, new_start])
 
         rec_counts = np.array([r.shape[0] for r in self._rec_ids], dtype=np.int64)
         rec_ids = np.concatenate(self._rec_ids) if self._rec_ids else np.empty(0, np.int64)
@@ -232,49 +246,135 @@ class TrackChainer:
         first_rec = self._rec_frames[0] if self._rec_frames else self.frame + 1
         self._rec_ids, self._rec_pos, self._rec_frames, self._seeded = [], [], [], []
 
-        loc = self._local(rec_ids, n_hist)
-        hist_len = np.zeros(n, dtype=np.int64)
-        hist_len[:n_hist] = np.diff(self._hist_offsets)
-        length = hist_len + np.bincount(loc, minlength=n)
-        offsets = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(length, out=offsets[1:])
-        points = np.empty((int(offsets[-1]), 2), dtype=np.float32)
-        # History points keep their order; each track's are followed by its new records.
-        p_hist = self._hist_points.shape[0]
-        shift = np.repeat(offsets[:n_hist] - self._hist_offsets[:-1], hist_len[:n_hist])
-        points[np.arange(p_hist) + shift] = self._hist_points
-        self._hist_points = None  # free it before the new history is gathered
+        # This window's records, track-major.
+        loc = self._local(rec_ids, n_known)
+        win_len = np.bincount(loc, minlength=n)
+        win_off = np.zeros(n + 1, dtype=np.int64)
+        np.cumsum(win_len, out=win_off[1:])
+        win_pts = np.empty((int(win_off[-1]), 2), dtype=np.float32)
         first_new = np.maximum(start.astype(np.int64), first_rec)  # first frame of each track's records
-        points[offsets[loc] + hist_len[loc] + rec_frame - first_new[loc]] = rec_pos
-        del rec_pos, rec_ids, rec_frame, loc, shift
+        win_pts[win_off[loc] + rec_frame - first_new[loc]] = rec_pos
+        del rec_pos, rec_ids, rec_frame, loc
 
         ended = np.zeros(n, dtype=bool)
         labels = np.full(n, VOID, dtype=np.uint8)
         end_frame = np.full(n, -1, dtype=np.int64)
         for frame, e_ids, e_labels in self._ended:
-            e_loc = self._local(e_ids, n_hist)
+            e_loc = self._local(e_ids, n_known)
             ended[e_loc], labels[e_loc], end_frame[e_loc] = True, e_labels, frame
         self._ended = []
 
-        live = np.flatnonzero(~ended)
-        live_len = length[live]
-        self._hist_ids, self._hist_start = ids[live], start[live]
-        self._hist_offsets = np.zeros(live.shape[0] + 1, dtype=np.int64)
-        np.cumsum(live_len, out=self._hist_offsets[1:])
-        self._hist_points = points[ragged_ranges(offsets[live], live_len)]
-        self._hist_next_id = self._next_id
-
-        done = np.flatnonzero(ended & (length >= self.min_length))
+        done = np.flatnonzero(ended)
         done = done[np.lexsort((ids[done], end_frame[done]))]  # by last frame, then seeding order
-        out_len = length[done]
-        out_offsets = np.zeros(done.shape[0] + 1, dtype=np.int64)
-        np.cumsum(out_len, out=out_offsets[1:])
-        return TrackSet(
-            num_frames=self.frame + 1, start=start[done], offsets=out_offsets,
-            points=points[ragged_ranges(offsets[done], out_len)], labels=labels[done],
-        )
+        length = end_frame[done] - start[done] + 1
+        done = done[length >= self.min_length]
+        for block in self._blocks:  # their pieces stay readable until the batches are out
+            block.forget(ids[np.flatnonzero(ended)])  # every ended track, handed out or too short
+        old_blocks = self._blocks
+        live = np.flatnonzero(~ended)
+        if live.size and win_len[live].sum():
+            live_len = win_len[live]
+            self._blocks = [*old_blocks, _Block.make(ids[live], live_len, win_pts[ragged_ranges(win_off[live], live_len)], self._codec)]
+        self._known_ids, self._known_start = ids[live], start[live]
+        self._known_next_id = self._next_id
+        self._emission = token = object()
+        return self._emit(token, old_blocks, ids[done], start[done], labels[done], win_off[done], win_len[done], win_pts)
 
-    def _local(self, track_ids: np.ndarray, n_hist: int) -> np.ndarray:
-        old = track_ids < self._hist_next_id
-        return np.where(old, np.searchsorted(self._hist_ids, track_ids), n_hist + track_ids - self._hist_next_id)
+    def _emit(
+        self, token: object, blocks: list["_Block"], ids: np.ndarray, start: np.ndarray, labels: np.ndarray,
+        win_off: np.ndarray, win_len: np.ndarray, win_pts: np.ndarray,
+    ) -> Iterator[TrackSet]:
+        frames = self.frame + 1
+        lengths = win_len + sum((blk.length_in(ids) for blk in blocks), np.zeros(ids.shape[0], np.int64))
+        cum = np.cumsum(lengths)
+        edges = np.searchsorted(cum, np.arange(OUT_POINTS, int(cum[-1]) if cum.size else 0, OUT_POINTS), side="left")
+        cuts = [0, *edges.tolist(), ids.shape[0]]
+        for a, b in zip(cuts[:-1], cuts[1:]):
+            if self._emission is not token:
+                raise RuntimeError("TrackChainer: a batch of finished tracks was read after a later finished()/close()")
+            if b <= a:
+                continue
+            off = np.zeros(b - a + 1, dtype=np.int64)
+            np.cumsum(lengths[a:b], out=off[1:])
+            pts = np.empty((int(off[-1]), 2), dtype=np.float32)
+            filled = np.zeros(b - a, dtype=np.int64)  # points placed so far per output track
+            for block in blocks:  # oldest first: a track's pieces in frame order
+                hit, piece_len, pieces = block.take(ids[a:b], self._codec)
+                pts[ragged_ranges(off[hit] + filled[hit], piece_len)] = pieces
+                filled[hit] += piece_len
+            pts[ragged_ranges(off[:-1] + filled, win_len[a:b])] = win_pts[ragged_ranges(win_off[a:b], win_len[a:b])]
+            yield TrackSet(num_frames=frames, start=start[a:b], offsets=off, points=pts, labels=labels[a:b])
+        if self._emission is token:
+            self._blocks = [blk.compacted(self._codec) for blk in self._blocks if blk.live_points]
+
+    def _local(self, track_ids: np.ndarray, n_known: int) -> np.ndarray:
+        old = track_ids < self._known_next_id
+        return np.where(old, np.searchsorted(self._known_ids, track_ids), n_known + track_ids - self._known_next_id)
+
+
+class HistoryCodec(Protocol):
+    """Packs a history block's points (float32 [p, 2], track after track) into a compact
+    object and back. A lossy codec must round no further than the store will anyway."""
+
+    def encode(self, points: np.ndarray) -> object: ...
+
+    def decode(self, packed: object) -> np.ndarray: ...
+
+
+class _Block:
+    """The points one compaction window added to the tracks live at its end: ids sorted, each
+    track's points contiguous. Ended tracks are forgotten (their points become dead); a block
+    more than half dead is rewritten without them, so blocks hold at most twice the live history."""
+
+    def __init__(self, ids: np.ndarray, lengths: np.ndarray, data: object, total: int) -> None:
+        self.ids, self.lengths, self.data = ids, lengths.astype(np.int32), data  # 13 bytes a track
+        self.alive = np.ones(ids.shape[0], dtype=bool)
+        self.total = total
+        self.live_points = total
+
+    @classmethod
+    def make(cls, ids: np.ndarray, lengths: np.ndarray, points: np.ndarray, codec: HistoryCodec | None) -> "_Block":
+        keep = lengths > 0
+        ids, lengths = ids[keep], lengths[keep]
+        return cls(ids, lengths, points if codec is None else codec.encode(points), int(lengths.sum()))
+
+    def offsets(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)[:-1]])
+
+    def points(self, codec: HistoryCodec | None) -> np.ndarray:
+        return self.data if codec is None else codec.decode(self.data)
+
+    def _rows(self, track_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(indices into track_ids present here, their rows in this block)."""
+        pos = np.minimum(np.searchsorted(self.ids, track_ids), max(self.ids.shape[0] - 1, 0))
+        hit = np.flatnonzero(self.ids[pos] == track_ids) if self.ids.shape[0] else np.empty(0, np.int64)
+        return hit, pos[hit]
+
+    def length_in(self, track_ids: np.ndarray) -> np.ndarray:
+        """int64 [len(track_ids)]: points this block holds for each track (0 where absent)."""
+        out = np.zeros(track_ids.shape[0], dtype=np.int64)
+        hit, rows = self._rows(track_ids)
+        out[hit] = self.lengths[rows]
+        return out
+
+    def take(self, track_ids: np.ndarray, codec: HistoryCodec | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indices into track_ids present here, their piece lengths, the pieces concatenated)."""
+        hit, rows = self._rows(track_ids)
+        if hit.size == 0:
+            return hit, np.zeros(0, np.int64), np.empty((0, 2), np.float32)
+        lengths = self.lengths[rows].astype(np.int64)
+        return hit, lengths, self.points(codec)[ragged_ranges(self.offsets()[rows], lengths)]
+
+    def forget(self, track_ids: np.ndarray) -> None:
+        _, rows = self._rows(track_ids)
+        rows = rows[self.alive[rows]]
+        self.alive[rows] = False
+        self.live_points -= int(self.lengths[rows].sum())
+
+    def compacted(self, codec: HistoryCodec | None) -> "_Block":
+        if 2 * self.live_points > self.total:
+            return self
+        rows = np.flatnonzero(self.alive)
+        points = self.points(codec)[ragged_ranges(self.offsets()[rows], self.lengths[rows])]
+        return _Block.make(self.ids[rows], self.lengths[rows], points, codec)
 

@@ -31,7 +31,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from trackprep.core.chaining import DEFAULT_CYCLE_THRESHOLD, TrackChainer, cycle_step
+from trackprep.core.chaining import DEFAULT_CYCLE_THRESHOLD, HistoryCodec, TrackChainer, cycle_step
 
 # MFT's gaps are 1, 2, 4, ..., 32 and infinity (flow from the template frame itself). Four
 # gaps keep the extra flow at most 3x the chain mode's (4x the pairs in all).
@@ -68,10 +68,10 @@ class LongRangeChainer(TrackChainer):
     def __init__(
         self, *, height: int, width: int, gaps: Sequence[int] = DEFAULT_GAPS,
         cycle_threshold: float = DEFAULT_CYCLE_THRESHOLD, seed_stride: int = 1, min_length: int = 1,
-        device: torch.device | str = "cpu",
+        device: torch.device | str = "cpu", history_codec: HistoryCodec | None = None,
     ) -> None:
         super().__init__(height=height, width=width, cycle_threshold=cycle_threshold, seed_stride=seed_stride,
-                         min_length=min_length, device=device)
+                         min_length=min_length, device=device, history_codec=history_codec)
         self.gaps = check_gaps(gaps)
         self.agreement_px = AGREEMENT_PX
         self._cost = torch.empty(0, dtype=torch.float32, device=self.device)  # per live point, px

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import zarr
 
+from trackprep.core.labels import is_foreground
 from trackprep.core.types import ragged_ranges
 from trackprep.io import annotation_store as store_io
 from trackprep.io import schema
@@ -217,6 +218,36 @@ class Annotations:
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and store_io.video_status(self.root, key) == schema.STATUS_COMPLETE
+
+    def summary(self) -> dict[str, Any]:
+        """What `trackprep info` prints: counts per status, frames, tracks, points, foreground
+        share, stored bytes of the tracks, failures, configuration."""
+        per_video = []
+        for key in self.keys():
+            v = self[key]
+            n_fg = int(np.count_nonzero(is_foreground(v.labels)))
+            track_bytes = sum(int(v.group[spec.name].nbytes_stored()) for spec in schema.TRACK_ARRAYS)
+            per_video.append({"video": key, "frames": v.num_frames, "tracks": v.num_tracks, "points": v.num_points,
+                              "foreground_tracks": n_fg, "track_bytes": track_bytes})
+        failed = store_io.failed_videos(self.root)
+        done = set(self.keys())
+        tracks = sum(v["tracks"] for v in per_video)
+        return {
+            "store": self.location,
+            "format": self.root.attrs.get(schema.ATTR_FORMAT),
+            "format_version": self.root.attrs.get(schema.ATTR_FORMAT_VERSION),
+            "package_version": self.root.attrs.get(schema.ATTR_PACKAGE_VERSION),
+            "videos_complete": len(per_video),
+            "videos_failed": len(failed),
+            "videos_incomplete": [k for k in store_io.video_keys(self.root) if k not in done and k not in failed],
+            "frames": sum(v["frames"] for v in per_video),
+            "tracks": tracks,
+            "points": sum(v["points"] for v in per_video),
+            "foreground_share": sum(v["foreground_tracks"] for v in per_video) / tracks if tracks else 0.0,
+            "per_video": per_video,
+            "failures": failed,
+            "config": self.root.attrs.get(schema.ATTR_CONFIG),
+        }
 
     def __getitem__(self, key: str) -> VideoAnnotations:
         status = store_io.video_status(self.root, key)

@@ -84,6 +84,30 @@ def _track_codec() -> BloscCodec:
     return BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")
 
 
+class HistoryCodec:
+    """Packs the live tracks' points while chaining (trackprep.core.chaining.TrackChainer
+    history_codec) the way the store will keep them: rounded to 1/64 px, per-coordinate
+    delta, Blosc LZ4 (fast: every history block is unpacked once per window). The store
+    rounds them identically, so what is written is unchanged, and a static camera's
+    whole-video tracks take ~2 bytes per point in memory instead of 8."""
+
+    def __init__(self) -> None:
+        from numcodecs import Blosc
+
+        self._blosc = Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
+
+    def encode(self, points: np.ndarray) -> tuple[int, bytes, bytes]:
+        q = np.rint(points * POINT_SCALE).astype(np.int32)
+        return q.shape[0], *(self._blosc.encode(np.diff(q[:, c], prepend=np.int32(0))) for c in (0, 1))
+
+    def decode(self, packed: tuple[int, bytes, bytes]) -> np.ndarray:
+        n, *columns = packed
+        out = np.empty((n, 2), dtype=np.float32)
+        for c, data in enumerate(columns):
+            out[:, c] = np.cumsum(np.frombuffer(self._blosc.decode(data), dtype=np.int32), dtype=np.int64) / POINT_SCALE
+        return out
+
+
 def _points_codecs() -> dict[str, Any]:
     """Codecs of `points` (see POINTS_ENCODING)."""
     from zarr.codecs.numcodecs import Delta, FixedScaleOffset
@@ -204,8 +228,9 @@ def require_dataset_group(root: zarr.Group, dataset: str) -> None:
 
 
 class _Appender:
-    """Appends rows to a 1-D or [P, 2] array growing along axis 0, whole chunks at a time,
-    so no chunk is written twice (the last, partial one at `close`)."""
+    """Appends rows to a 1-D or [P, 2] array growing along axis 0, one whole chunk at a time,
+    so no chunk is written twice (the last, partial one at `close`) and a large batch of rows
+    is never copied whole."""
 
     def __init__(self, array: zarr.Array) -> None:
         self.array, self.rows = array, int(array.chunks[0])
@@ -217,20 +242,28 @@ class _Appender:
         if block.shape[0]:
             self.pending.append(block)
             self.pending_rows += block.shape[0]
-        if self.pending_rows >= self.rows:
-            self._write(self.pending_rows - self.pending_rows % self.rows)
+        while self.pending_rows >= self.rows:
+            self._write(self.rows)
 
     def close(self) -> None:
-        self._write(self.pending_rows)
+        if self.pending_rows:
+            self._write(self.pending_rows)
 
     def _write(self, count: int) -> None:
-        if count == 0:
-            return
-        data = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
-        rest = data[count:].copy()  # a copy: a view would keep all of `data` alive
-        self.pending, self.pending_rows = ([rest] if rest.shape[0] else []), int(rest.shape[0])
+        """Write the first `count` pending rows (one chunk, or the rest at close)."""
+        parts, need = [], count
+        while need:
+            head = self.pending[0]
+            parts.append(head[:need])
+            if head.shape[0] > need:
+                self.pending[0] = head[need:]
+            else:
+                self.pending.pop(0)
+            need -= parts[-1].shape[0]
+        data = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        self.pending_rows -= count
         self.array.resize((self.written + count, *self.array.shape[1:]))
-        self.array[self.written : self.written + count] = data[:count]
+        self.array[self.written : self.written + count] = data
         self.written += count
 
 
@@ -289,9 +322,12 @@ class VideoWriter:
             return
         if tracks.num_frames > self.num_frames:
             raise ValueError(f"{self.key}: tracks cover {tracks.num_frames} frames, the video has {self.num_frames}")
-        if not np.isfinite(tracks.points).all():
-            bad = int(np.flatnonzero(~np.isfinite(tracks.points).all(axis=1))[0])
-            raise ValueError(f"{self.key}: track point {bad} of this batch is {tracks.points[bad].tolist()}; expected finite (x, y)")
+        for a in range(0, tracks.points.shape[0], POINTS_PER_CHUNK):
+            finite = np.isfinite(tracks.points[a : a + POINTS_PER_CHUNK]).all(axis=1)
+            if not finite.all():
+                bad = a + int(np.flatnonzero(~finite)[0])
+                raise ValueError(f"{self.key}: track point {bad} of this batch is {tracks.points[bad].tolist()}; "
+                                 "expected finite (x, y)")
         self._points.append(tracks.points)
         self._tracks[schema.START.name].append(tracks.start)
         self._tracks[schema.LENGTH.name].append(tracks.lengths.astype(np.int32))
@@ -382,42 +418,4 @@ def failed_videos(root: zarr.Group) -> dict[str, str]:
         k: str(g.attrs.get(schema.ATTR_ERROR, ""))
         for k, g in _video_groups(root)
         if g.attrs.get(schema.ATTR_STATUS) == schema.STATUS_FAILED
-    }
-
-
-def store_summary(root: zarr.Group) -> dict[str, Any]:
-    """What `trackprep info` prints: counts per status, frames, tracks, foreground share, failures, config."""
-    complete, failed, incomplete = [], {}, []
-    frames = tracks = fg = points = 0
-    per_video = []
-    for key, group in _video_groups(root):
-        status = group.attrs.get(schema.ATTR_STATUS)
-        if status == schema.STATUS_COMPLETE:
-            complete.append(key)
-            labels = np.asarray(group[schema.LABELS.name][:])
-            n_fg = int(np.count_nonzero((labels > 0) & (labels != 255)))
-            t = int(group[schema.FRAMES.name].shape[0])
-            p = int(group[schema.POINTS.name].shape[0])
-            frames, tracks, fg, points = frames + t, tracks + labels.shape[0], fg + n_fg, points + p
-            per_video.append({"video": key, "frames": t, "tracks": int(labels.shape[0]), "points": p,
-                              "foreground_tracks": n_fg})
-        elif status == schema.STATUS_FAILED:
-            failed[key] = str(group.attrs.get(schema.ATTR_ERROR, ""))
-        else:
-            incomplete.append(key)
-    return {
-        "store": store_location(root),
-        "format": root.attrs.get(schema.ATTR_FORMAT),
-        "format_version": root.attrs.get(schema.ATTR_FORMAT_VERSION),
-        "package_version": root.attrs.get(schema.ATTR_PACKAGE_VERSION),
-        "videos_complete": len(complete),
-        "videos_failed": len(failed),
-        "videos_incomplete": incomplete,
-        "frames": frames,
-        "tracks": tracks,
-        "points": points,
-        "foreground_share": fg / tracks if tracks else 0.0,
-        "per_video": per_video,
-        "failures": failed,
-        "config": root.attrs.get(schema.ATTR_CONFIG),
     }

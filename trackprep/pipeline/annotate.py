@@ -168,8 +168,9 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
                 else:
                     chainer.advance(flow.forward[i], flow.backward[i])
             done = chainer.finished()
-        with timer("write"):
-            writer.add_tracks(done)
+        for part in done:  # gathered batch by batch (track time), written as it comes
+            with timer("write"):
+                writer.add_tracks(part)
         first += pairs
         drop = max(0, first - back) - base
         del frames[:drop], masks[:drop]
@@ -185,6 +186,7 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
             chainer = (LongRangeChainer if long_range else TrackChainer)(
                 height=h, width=w, cycle_threshold=tracks_cfg["cycle_threshold"],
                 seed_stride=tracks_cfg["seed_stride"], min_length=tracks_cfg["min_track_length"],
+                history_codec=store_io.HistoryCodec(),
             )
         with timer("write"):
             writer.write_frames(batch.first, batch.frames, batch.masks, batch.has_mask)
@@ -197,8 +199,9 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
     with timer("track"):
         chainer.add_frame(mask=masks[first - base])
         done = chainer.close()
-    with timer("write"):
-        writer.add_tracks(done)
+    for part in done:
+        with timer("write"):
+            writer.add_tracks(part)
     return writer
 
 
