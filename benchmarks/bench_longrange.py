@@ -26,19 +26,10 @@ import trackprep
 from trackprep.config import resolve_config
 from trackprep.pipeline import annotate as annotate_mod
 
+from bench_annotate import subset  # benchmarks/ is on sys.path when a script there runs
+
 REPO = Path(__file__).resolve().parents[1]
 FRAMES = 24
-
-
-def subset(src: Path, dst: Path, names: list[str]) -> Path:
-    """A DAVIS-layout folder holding the first 24 frames of `names` (symbolic links)."""
-    for name in names:
-        for kind, ext in (("JPEGImages", "jpg"), ("Annotations", "png")):
-            folder = dst / kind / "480p" / name
-            folder.mkdir(parents=True, exist_ok=True)
-            for t in range(FRAMES):
-                (folder / f"{t:05d}.{ext}").symlink_to(src / kind / "480p" / name / f"{t:05d}.{ext}")
-    return dst
 
 
 def quality(store: Path) -> tuple[int, int, float]:
@@ -72,7 +63,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        root = subset(args.data, tmp / "davis", names)
+        root = subset(args.data.resolve(), tmp / "davis", names, FRAMES)
         weights = args.raft_weights
         if "raft" in args.flows.split(",") and weights is None:
             import torch
