@@ -8,6 +8,7 @@ scores the stores with `evaluate_store` (query mode "first" by default, as TAP-V
 Prints a markdown table: mean over videos of position accuracy, occlusion accuracy, AJ, PCK.
 
 Run: PYTHONPATH=. python benchmarks/eval_synthetic.py [--videos 4] [--frames 24] [--size 320x576]
+     [--trackers chain,longrange]
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=1000, help="ground-truth tracks per video")
     ap.add_argument("--mode", default="first", choices=["first", "strided"])
     ap.add_argument("--flows", default="oracle,dis")
+    ap.add_argument("--trackers", default="chain", help="comma-separated: chain, longrange")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     height, width = parse_size(args.size)
@@ -68,17 +70,21 @@ def main() -> None:
         write_npz(gt_path, ground_truth(dataset, names, points=args.points, seed=args.seed))
         rows = []
         for flow in args.flows.split(","):
-            config = resolve_config(overrides={"size": [height, width], "flow": {"name": flow, "device": "cpu"}})
-            t0 = time.perf_counter()
-            summary = annotate(datasets=[("synthetic", dataset)], out=tmp / f"{flow}.zarr", config=config,
-                               scheduler="serial", overwrite=True)
-            if summary.failed:
-                raise SystemExit(f"annotation with {flow} failed: {[r.error for r in summary.failed]}")
-            t_annotate = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            report = evaluate_store(tmp / f"{flow}.zarr", gt_path, mode=args.mode)
-            t_eval = time.perf_counter() - t0
-            rows.append((flow, report, t_annotate, t_eval))
+            for tracker in args.trackers.split(","):
+                name = flow if tracker == "chain" else f"{flow}, {tracker}"
+                config = resolve_config(overrides={"size": [height, width], "flow": {"name": flow, "device": "cpu"},
+                                                   "tracks": {"tracker": tracker}})
+                store = tmp / f"{flow}-{tracker}.zarr"
+                t0 = time.perf_counter()
+                summary = annotate(datasets=[("synthetic", dataset)], out=store, config=config,
+                                   scheduler="serial", overwrite=True)
+                if summary.failed:
+                    raise SystemExit(f"annotation with {name} failed: {[r.error for r in summary.failed]}")
+                t_annotate = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                report = evaluate_store(store, gt_path, mode=args.mode)
+                t_eval = time.perf_counter() - t0
+                rows.append((name, report, t_annotate, t_eval))
 
     print(f"{args.videos} synthetic videos (make_scene seeds {args.seed}..{args.seed + args.videos - 1}, "
           f"3 objects), {args.frames} frames at {height}x{width}, {args.points} ground-truth tracks each; "

@@ -348,7 +348,7 @@ def test_config_file_flags_and_refusal(synth, tmp_path):
     root = S.open_store(out)
     assert S.complete_videos(root) == ["synthetic/scene001"]
     recorded = root.attrs[schema.ATTR_CONFIG]
-    assert recorded["tracks"] == {"cycle_threshold": 1.0, "seed_stride": 2, "min_track_length": 2}
+    assert recorded["tracks"] == {"cycle_threshold": 1.0, "seed_stride": 2, "min_track_length": 2, "tracker": "chain"}
     assert recorded["size"] == [64, 96]
     assert recorded["flow"]["iters"] == 24  # untouched defaults are recorded too
     assert trackprep.open_annotations(out)["synthetic/scene001"].num_tracks < 64 * 96  # stride 2: a quarter of the pixels

@@ -38,6 +38,9 @@ DEFAULTS: dict[str, Any] = {
         # Shorter tracks are not stored: a one-frame track gives no correspondence pair (about
         # half the tracks of a DAVIS video at stride 1), and DINO-Tracker drops them too.
         "min_track_length": 2,
+        # "chain": the paper's one-frame chaining. "longrange": per point, the most consistent
+        # of the chains through frame gaps 1, 2, 4, 8 (after MFT, WACV 2024; trackprep/core/longrange.py).
+        "tracker": "chain",
     },
     "frames": {
         # How the annotation store keeps frames: "lossless" (Blosc zstd) or "jpeg" at jpeg_quality
@@ -69,6 +72,7 @@ ANNOTATION_RESULT_KEYS: tuple[tuple[str, ...], ...] = (
     ("tracks", "cycle_threshold"),
     ("tracks", "seed_stride"),
     ("tracks", "min_track_length"),
+    ("tracks", "tracker"),
     ("frames", "codec"),
     ("frames", "jpeg_quality"),
 )
@@ -79,6 +83,7 @@ _BACKEND_OF_KEY = {"raft_model": "raft", "raft_weights": "raft", "iters": "raft"
 FLOW_BACKENDS = ("raft", "dis", "oracle")
 RAFT_MODELS = ("large", "small")
 DIS_PRESETS = ("ultrafast", "fast", "medium")
+TRACKERS = ("chain", "longrange")
 FRAME_CODECS = ("lossless", "jpeg")  # trackprep.io.frame_codecs (not imported here: it needs zarr)
 
 
@@ -148,6 +153,7 @@ def _check(config: dict, *, source: str) -> dict:
            "tracks.seed_stride", tracks["seed_stride"], "a positive integer")
     expect(is_int(tracks["min_track_length"]) and tracks["min_track_length"] >= 1,
            "tracks.min_track_length", tracks["min_track_length"], "a positive integer number of frames")
+    expect(tracks["tracker"] in TRACKERS, "tracks.tracker", tracks["tracker"], f"one of {list(TRACKERS)}")
     frames = config["frames"]
     expect(frames["codec"] in FRAME_CODECS, "frames.codec", frames["codec"], f"one of {list(FRAME_CODECS)}")
     expect(is_int(frames["jpeg_quality"]) and 1 <= frames["jpeg_quality"] <= 100,
@@ -225,6 +231,8 @@ def annotation_fingerprint(config: dict[str, Any]) -> dict[str, Any]:
             continue
         if path == ("frames", "jpeg_quality") and config["frames"]["codec"] != "jpeg":
             continue  # read only by the JPEG codec
+        if path == ("tracks", "tracker") and config["tracks"]["tracker"] == "chain":
+            continue  # the default: stores made before the option existed keep their fingerprint
         value: Any = config
         for part in path:
             value = value[part]

@@ -154,6 +154,7 @@ def register(app: typer.Typer) -> None:
         frames_codec: Optional[str] = typer.Option(None, "--frames-codec", help="lossless (default) or jpeg."),
         jpeg_quality: Optional[int] = typer.Option(None, "--jpeg-quality", help="JPEG quality 1..100 (default 95)."),
         cycle_threshold: Optional[float] = typer.Option(None, "--cycle-threshold", help="Forward-backward error limit in px (default 1.5)."),
+        tracker: Optional[str] = typer.Option(None, "--tracker", help="chain (default, the paper's) or longrange (best of flow chains through gaps 1, 2, 4, 8; ~3.5x the flow)."),
         scheduler: str = typer.Option("local", "--scheduler", help="local (threads in this process, one video per core), processes (a LocalCluster of worker processes), serial, or the ADDRESS of a running Dask scheduler (prints its dashboard link)."),
         workers: Optional[int] = typer.Option(None, "--workers", help="Videos at a time for local/processes (default: one per core, within memory)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Delete an existing store built with another configuration."),
@@ -166,7 +167,7 @@ def register(app: typer.Typer) -> None:
             "flow": {"name": flow, "raft_model": raft_model, "raft_weights": raft_weights, "iters": iters,
                      "batch_size": batch_size, "device": device, "dis_preset": dis_preset},
             "tracks": {"seed_stride": seed_stride, "cycle_threshold": cycle_threshold,
-                       "min_track_length": min_track_length},
+                       "min_track_length": min_track_length, "tracker": tracker},
             "frames": {"codec": frames_codec, "jpeg_quality": jpeg_quality},
         }
         code = run_annotate(

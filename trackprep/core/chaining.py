@@ -182,14 +182,21 @@ class TrackChainer:
         backward [2, H, W] the next frame back to this one."""
         if not self._at_frame:
             raise RuntimeError(f"advance: expected add_frame() for frame {self.frame + 1} first")
-        expected = (2, self.height, self.width)
-        for name, f in (("forward", forward), ("backward", backward)):
-            if tuple(f.shape) != expected:
-                raise ValueError(f"advance: {name} flow of frame {self.frame} has shape {tuple(f.shape)}; expected {expected}")
+        self._check_flow(forward=forward, backward=backward, what=f"frame {self.frame}")
         nxt, keep, _ = cycle_step(
             forward.to(self.device).float(), backward.to(self.device).float(), self._pos,
             cycle_threshold=self.cycle_threshold,
         )
+        self._move(nxt, keep)
+
+    def _check_flow(self, *, forward: torch.Tensor, backward: torch.Tensor, what: str) -> None:
+        expected = (2, self.height, self.width)
+        for name, f in (("forward", forward), ("backward", backward)):
+            if tuple(f.shape) != expected:
+                raise ValueError(f"advance: {name} flow of {what} has shape {tuple(f.shape)}; expected {expected}")
+
+    def _move(self, nxt: torch.Tensor, keep: torch.Tensor) -> None:
+        """Finish a step: the live points go to `nxt` [M, 2]; those not in `keep` [M] end here."""
         keep_np = keep.cpu().numpy()
         if not keep_np.all():
             drop = ~keep_np

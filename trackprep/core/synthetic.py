@@ -117,11 +117,16 @@ class Scene:
         first + i follows the layer visible there one frame on; backward[i] at a pixel of frame
         first + i + 1 follows its visible layer back."""
         last = self.num_frames - 1 if last is None else last
+        return self.flow_pairs([(t, t + 1) for t in range(first, last)])
+
+    def flow_pairs(self, pairs: list[tuple[int, int]]) -> FlowPair:
+        """Exact flow for frame pairs (a, b): forward[i] maps frame a to b, backward[i] b to a
+        (each pixel follows the layer visible there)."""
         grid = self._pixel_grid()
-        shape = (last - first, 2, self.height, self.width)
+        shape = (len(pairs), 2, self.height, self.width)
         forward, backward = np.empty(shape, np.float32), np.empty(shape, np.float32)
-        for i, t in enumerate(range(first, last)):
-            for out, t_from, t_to in ((forward, t, t + 1), (backward, t + 1, t)):
+        for i, (a, b) in enumerate(pairs):
+            for out, t_from, t_to in ((forward, a, b), (backward, b, a)):
                 top = self.top_layer(t_from, grid)
                 f = np.empty((self.height, self.width, 2))
                 for k in range(len(self.layers)):

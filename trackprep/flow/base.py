@@ -1,5 +1,7 @@
 """The flow-estimator interface: frames in, forward and backward flow for every consecutive
-pair out (a `FlowPair`, channel-first, float32 on the CPU).
+pair out (a `FlowPair`, channel-first, float32 on the CPU); `estimate_pairs` does the same for
+any list of frame pairs (the long-range tracker's gaps of 2, 4, 8 frames, batched together
+with the consecutive ones).
 
 `estimate_frames` takes any run of consecutive frames, so a long video is estimated one
 window at a time (trackprep.pipeline.annotate); windows of `window_multiple` pairs give
@@ -8,7 +10,7 @@ exactly the flow of the whole clip (RAFT batches the same pairs together either 
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -31,11 +33,18 @@ class FlowEstimator(abc.ABC):
     # Pairs per window that keep the flow of a window bit-identical to that of the whole clip.
     window_multiple: int = 1
 
-    @abc.abstractmethod
     def estimate_frames(self, frames: np.ndarray, *, first: int = 0, scene: Any = None) -> FlowPair:
         """Forward flow t -> t+1 and backward flow t+1 -> t for the consecutive frames uint8
         [n, H, W, 3] (n >= 2), which are frames first .. first + n - 1 of their video. `scene`:
         the synthetic scene a clip carries (Clip.scene), for the oracle backend."""
+        return self.estimate_pairs(frames, consecutive_pairs(frames.shape[0]), first=first, scene=scene)
+
+    @abc.abstractmethod
+    def estimate_pairs(
+        self, frames: np.ndarray, pairs: Sequence[tuple[int, int]], *, first: int = 0, scene: Any = None
+    ) -> FlowPair:
+        """For each (a, b) of `pairs` (indices into `frames`, which are frames first .. of their
+        video): forward[i] the flow a -> b, backward[i] the flow b -> a."""
 
     def estimate(self, clip: Clip) -> FlowPair:
         """Forward flow t -> t+1 and backward flow t+1 -> t for t = 0 .. T-2."""
@@ -53,6 +62,18 @@ class FlowEstimator(abc.ABC):
     def _check_clip(clip: Clip) -> None:
         if clip.num_frames < 2:
             raise ValueError(f"clip {clip.name!r}: flow needs at least 2 frames, got {clip.num_frames}")
+
+
+def consecutive_pairs(num_frames: int) -> list[tuple[int, int]]:
+    """(t, t + 1) for t = 0 .. num_frames - 2: the pairs of `estimate_frames`."""
+    return [(t, t + 1) for t in range(num_frames - 1)]
+
+
+def check_pairs(pairs: Sequence[tuple[int, int]], num_frames: int) -> None:
+    """ValueError unless every pair names two different frames among `num_frames`."""
+    for a, b in pairs:
+        if not (0 <= a < num_frames and 0 <= b < num_frames and a != b):
+            raise ValueError(f"flow pair ({a}, {b}): expected two different frame indices in 0..{num_frames - 1}")
 
 
 def select_device(device: str = "auto") -> torch.device:

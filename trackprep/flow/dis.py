@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import torch
 
-from typing import Any
+from typing import Any, Sequence
 
 from trackprep.core.types import FlowPair
-from trackprep.flow.base import FlowEstimator, FlowSetupError
+from trackprep.flow.base import FlowEstimator, FlowSetupError, check_pairs
 
 DIS_PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
@@ -34,17 +34,20 @@ class DisEstimator(FlowEstimator):
     def config(self) -> dict:
         return {"name": self.name, "dis_preset": self.preset}
 
-    def estimate_frames(self, frames: np.ndarray, *, first: int = 0, scene: Any = None) -> FlowPair:
+    def estimate_pairs(
+        self, frames: np.ndarray, pairs: Sequence[tuple[int, int]], *, first: int = 0, scene: Any = None
+    ) -> FlowPair:
+        check_pairs(pairs, frames.shape[0])
         # A fresh DIS object per call: it holds per-call buffers, so sharing one between
         # threads (Dask workers) would race. Each pair is computed from its two frames alone.
         dis = cv2.DISOpticalFlow_create(DIS_PRESETS[self.preset])
         grey = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]  # DIS works on one channel
-        t_count, (height, width) = frames.shape[0], frames.shape[1:3]
-        forward = np.empty((t_count - 1, height, width, 2), dtype=np.float32)
+        height, width = frames.shape[1:3]
+        forward = np.empty((len(pairs), height, width, 2), dtype=np.float32)
         backward = np.empty_like(forward)
-        for t in range(t_count - 1):
-            forward[t] = dis.calc(grey[t], grey[t + 1], None)
-            backward[t] = dis.calc(grey[t + 1], grey[t], None)
+        for i, (a, b) in enumerate(pairs):
+            forward[i] = dis.calc(grey[a], grey[b], None)
+            backward[i] = dis.calc(grey[b], grey[a], None)
         # cv2 returns [H, W, 2] (dx, dy); FlowPair is channel-first.
         return FlowPair(
             forward=torch.from_numpy(forward).permute(0, 3, 1, 2).contiguous(),

@@ -3,12 +3,12 @@ chaining, labelling and sharding can be tested with the flow error taken out."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from trackprep.core.types import Clip, FlowPair
-from trackprep.flow.base import FlowEstimator
+from trackprep.flow.base import FlowEstimator, check_pairs
 
 
 _NO_SCENE = (
@@ -25,9 +25,12 @@ class OracleEstimator(FlowEstimator):
             raise ValueError(f"clip {clip.name!r}: {_NO_SCENE}")
         return super().estimate(clip)
 
-    def estimate_frames(self, frames: np.ndarray, *, first: int = 0, scene: Any = None) -> FlowPair:
+    def estimate_pairs(
+        self, frames: np.ndarray, pairs: Sequence[tuple[int, int]], *, first: int = 0, scene: Any = None
+    ) -> FlowPair:
         if scene is None:
             raise ValueError(_NO_SCENE)
+        check_pairs(pairs, frames.shape[0])
         height, width = frames.shape[1:3]
         if (scene.height, scene.width) != (height, width):
             # The clip was resized after rendering: take the scene's exact flow at the clip's size.
@@ -35,5 +38,5 @@ class OracleEstimator(FlowEstimator):
         last = first + frames.shape[0] - 1
         if last >= scene.num_frames:
             raise ValueError(f"frames {first}..{last} requested, but the scene has {scene.num_frames} frames")
-        flow = scene.flow(first=first, last=last)
+        flow = scene.flow_pairs([(first + a, first + b) for a, b in pairs])
         return FlowPair(forward=flow.forward.float().cpu(), backward=flow.backward.float().cpu())

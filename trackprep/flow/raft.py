@@ -27,6 +27,7 @@ import contextlib
 import math
 import threading
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from torch import nn
 from torchvision.models.optical_flow._utils import make_coords_grid, upsample_flow
 
 from trackprep.core.types import FlowPair
-from trackprep.flow.base import DEFAULT_ITERS, FlowEstimator, FlowSetupError, select_device
+from trackprep.flow.base import DEFAULT_ITERS, FlowEstimator, FlowSetupError, check_pairs, select_device
 from trackprep.io.weights import RAFT_WEIGHTS, RaftWeightsError, load_raft, resolve_raft_weights
 
 # Image pairs (one direction each) per batch when none is given. A batch of B pairs encodes
@@ -72,13 +73,13 @@ def frames_to_raft_input(frames: np.ndarray, *, device: torch.device) -> torch.T
     return (x - 0.5) / 0.5
 
 
-def pair_jobs(num_frames: int) -> list[tuple[int, int, int, int]]:
-    """(image1, image2, direction, t) for all pairs; direction 0 forward, 1 backward.
-    Interleaved per t so that a batch spans consecutive frames."""
+def pair_jobs(pairs: Sequence[tuple[int, int]]) -> list[tuple[int, int, int, int]]:
+    """(image1, image2, direction, i) for the i-th pair (a, b): direction 0 is a -> b, 1 is b -> a.
+    Interleaved per pair so that a batch spans nearby frames (consecutive ones for consecutive pairs)."""
     jobs = []
-    for t in range(num_frames - 1):
-        jobs.append((t, t + 1, 0, t))
-        jobs.append((t + 1, t, 1, t))
+    for i, (a, b) in enumerate(pairs):
+        jobs.append((a, b, 0, i))
+        jobs.append((b, a, 1, i))
     return jobs
 
 
@@ -203,15 +204,18 @@ class RaftEstimator(FlowEstimator):
         # pairs start every batch where the whole clip's batching starts one: the same batches.
         return self.batch_size // math.gcd(self.batch_size, 2)
 
-    def estimate_frames(self, frames: np.ndarray, *, first: int = 0, scene: object = None) -> FlowPair:
+    def estimate_pairs(
+        self, frames: np.ndarray, pairs: Sequence[tuple[int, int]], *, first: int = 0, scene: object = None
+    ) -> FlowPair:
+        check_pairs(pairs, frames.shape[0])
         self.check_ready()
         net, device = self._net, self.device
-        t_count, height, width = frames.shape[:3]
+        height, width = frames.shape[1:3]
         # Frames smaller than the pyramid allows (128 px) are padded up to it, not refused.
         left, right, top, bottom = pad_amounts(height, width, minimum=min_input_size(net))
-        forward = torch.empty((t_count - 1, 2, height, width), dtype=torch.float32)
+        forward = torch.empty((len(pairs), 2, height, width), dtype=torch.float32)
         backward = torch.empty_like(forward)
-        jobs = pair_jobs(t_count)
+        jobs = pair_jobs(pairs)
         with self._lock, torch.inference_mode(), self._autocast():
             for start in range(0, len(jobs), self.batch_size):
                 batch = jobs[start : start + self.batch_size]

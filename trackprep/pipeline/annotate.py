@@ -5,7 +5,9 @@ the store; estimate flow over windows of consecutive frame pairs (batched as the
 batches a whole clip); chain each window into the live tracks (trackprep.core.chaining.
 TrackChainer, which also labels them from the masks); hand the tracks that have ended to the
 store writer. Peak memory is one window of frames and flow plus the live tracks, whatever the
-video's length, and the tracks are exactly those of chaining the whole video at once.
+video's length, and the tracks are exactly those of chaining the whole video at once. With
+`tracks.tracker: longrange` (trackprep.core.longrange) each window also holds the 7 frames
+before it and the flow from frames 2, 4 and 8 back, batched with the consecutive pairs.
 
 `plan_annotation` opens the datasets and the store and lists the videos still to do; an
 executor (serial, or Dask: executors.py) runs the per-video task. A task that fails records
@@ -28,6 +30,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from trackprep.core.chaining import TrackChainer
+from trackprep.core.longrange import DEFAULT_GAPS, LongRangeChainer, gap_pairs
 from trackprep.flow import FlowEstimator, FlowSetupError, make_estimator
 from trackprep.io import annotation_store as store_io
 from trackprep.io import locks as lock_io
@@ -135,29 +138,46 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
                 raise ValueError(f"{task.key}: {total} frames, but its scene has {scene.num_frames}; expected equal")
             scene = scene.rescaled(height=size[0], width=size[1])
     estimator = estimator_for(ctx.config["flow"])
-    window = -(-WINDOW_PAIRS // estimator.window_multiple) * estimator.window_multiple
+    long_range = tracks_cfg["tracker"] == "longrange"
+    # The long-range tracker estimates len(gaps) pairs per frame: windows of fewer frames keep
+    # its flow in memory the size of the chain mode's.
+    window = WINDOW_PAIRS // len(DEFAULT_GAPS) if long_range else WINDOW_PAIRS
+    window = -(-window // estimator.window_multiple) * estimator.window_multiple
+    back = DEFAULT_GAPS[-1] - 1 if long_range else 0  # frames before `first` a step still reads
     writer: store_io.VideoWriter | None = None
     chainer: TrackChainer | None = None
-    # Frames decoded but not yet chained past, from frame `first` on (the last frame of a
-    # window is the first of the next).
+    # Frames decoded but not yet chained past, from frame `base` = max(0, first - back) on
+    # (the last frame of a window is the first of the next).
     frames: list[np.ndarray] = []
     masks: list[np.ndarray | None] = []
-    first = 0
+    first = base = 0
 
     def chain(pairs: int) -> None:
-        nonlocal first
+        nonlocal first, base
+        i0 = first - base
         with timer("flow"):
-            flow = estimator.estimate_frames(np.stack(frames[: pairs + 1]), first=first, scene=scene)
+            if long_range:
+                wanted = [p for t in range(first + 1, first + pairs + 1) for p in gap_pairs(t, gaps=DEFAULT_GAPS)]
+                flow = estimator.estimate_pairs(np.stack(frames[: i0 + pairs + 1]),
+                                                [(a - base, b - base) for a, b in wanted], first=base, scene=scene)
+                by_pair = {p: (flow.forward[k], flow.backward[k]) for k, p in enumerate(wanted)}
+            else:
+                flow = estimator.estimate_frames(np.stack(frames[: pairs + 1]), first=first, scene=scene)
         with timer("track"):
             for i in range(pairs):
-                chainer.add_frame(mask=masks[i])
-                chainer.advance(flow.forward[i], flow.backward[i])
+                chainer.add_frame(mask=masks[i0 + i])
+                if long_range:
+                    chainer.advance_gaps(by_pair)
+                else:
+                    chainer.advance(flow.forward[i], flow.backward[i])
             done = chainer.finished()
         for part in done:  # gathered batch by batch (track time), written as it comes
             with timer("write"):
                 writer.add_tracks(part)
-        del frames[:pairs], masks[:pairs]
         first += pairs
+        drop = max(0, first - back) - base
+        del frames[:drop], masks[:drop]
+        base += drop
 
     for batch in _timed_batches(iter_frame_batches(source, size=size), timer):
         if writer is None:
@@ -166,7 +186,7 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
                 frames_cfg = ctx.config["frames"]
                 writer = store_io.VideoWriter(root, task.key, num_frames=total, height=h, width=w,
                                               frames_codec=frames_cfg["codec"], jpeg_quality=frames_cfg["jpeg_quality"])
-            chainer = TrackChainer(
+            chainer = (LongRangeChainer if long_range else TrackChainer)(
                 height=h, width=w, cycle_threshold=tracks_cfg["cycle_threshold"],
                 seed_stride=tracks_cfg["seed_stride"], min_length=tracks_cfg["min_track_length"],
                 history_codec=store_io.HistoryCodec(),
@@ -175,12 +195,12 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
             writer.write_frames(batch.first, batch.frames, batch.masks, batch.has_mask)
         frames.extend(batch.frames)
         masks.extend(m if flag else None for m, flag in zip(batch.masks, batch.has_mask))
-        while len(frames) > window:
+        while len(frames) - (first - base) > window:
             chain(window)
-    if len(frames) > 1:
-        chain(len(frames) - 1)
+    if len(frames) - (first - base) > 1:
+        chain(len(frames) - (first - base) - 1)
     with timer("track"):
-        chainer.add_frame(mask=masks[0])
+        chainer.add_frame(mask=masks[first - base])
         done = chainer.close()
     for part in done:
         with timer("write"):
