@@ -226,9 +226,9 @@ def part_annotate(spec: dict, rec: Recorder) -> None:
 
     from trackprep.config import resolve_config
     from trackprep.flow import select_device
-    from trackprep.pipeline.annotate import STAGES, annotate
+    from trackprep.pipeline.annotate import TIMED_PARTS, annotate
 
-    stages = [s.name for s in STAGES]
+    stages = list(TIMED_PARTS)
     rec.plan([(f"{s} stage", "s") for s in stages] + [("total of the stages", "s"), ("flow share", "%"),
              ("peak GPU memory", "MiB"), ("peak host memory (RSS)", "MiB"), ("tracks", "")])
     device = select_device(spec["device"])

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from trackprep.pipeline.annotate import TIMED_PARTS
+
 from conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
@@ -91,7 +93,7 @@ def test_the_smoke_figures_are_real_measurements(smoke):
         # No half precision on a CPU: the row is there, empty, with the reason.
         assert value("raft", f"bf16 batch {bs}: throughput") is None
         assert "CUDA only" in rows[("raft", f"fp16 batch {bs}: throughput")]["note"]
-    stages = {s: value("annotate", f"{s} stage") for s in ("read", "flow", "track", "label", "write")}
+    stages = {s: value("annotate", f"{s} stage") for s in TIMED_PARTS}
     assert all(v > 0 for v in stages.values())
     assert value("annotate", "total of the stages") == pytest.approx(sum(stages.values()), abs=1e-5)
     assert value("annotate", "flow share") == pytest.approx(100 * stages["flow"] / sum(stages.values()), abs=1e-3)

@@ -94,6 +94,10 @@ def task_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+# The parts a video's task is timed in (VideoResult.timings, the video's `timings_s` attribute).
+TIMED_PARTS = ("read", "flow", "track", "write")
+
+
 class _Timer:
     """Seconds spent per part of a task, and the part running now (for error messages)."""
 
