@@ -369,7 +369,7 @@ def test_pipeline_yaml_holds_the_paper_defaults():
     raw = load_yaml(path)
     assert raw["size"] == [320, 576] and raw["flow"]["name"] == "raft" and raw["flow"]["raft_model"] == "large"
     assert raw["flow"]["iters"] == 24
-    assert raw["tracks"] == {"cycle_threshold": 1.5, "seed_stride": 1, "min_track_length": 2}
+    assert raw["tracks"] == {"cycle_threshold": 1.5, "seed_stride": 1, "min_track_length": 2, "tracker": "chain"}
     assert raw["shard"] == {"segment_length": 24, "tracks_per_segment": 8192, "fg_share": 0.5, "seed": 0}
 
 
