@@ -37,7 +37,7 @@ from trackprep.io.segment_store import create_segment_store, mark_complete, writ
 from track4gen import train as train_mod
 from track4gen.data import SegmentStream
 from track4gen.losses import correspondence_loss
-from track4gen.model import add_tracking_head, make_head
+from track4gen.model import add_tracking_head, make_head, select_trainable
 
 L, H, W, N = 24, 320, 576, 8192
 DAVIS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "davis2016" / "JPEGImages" / "480p"
@@ -219,9 +219,8 @@ def estimate_full_size(*, frames: int = L, height: int = H, width: int = W, pair
     head.initialized = torch.tensor(True)  # skip the data-dependent init (no values on meta)
     add_tracking_head(unet, head)
     counts["head"] = sum(p.numel() for p in head.parameters())
-    unet.requires_grad_(False)
-    for n, p in unet.named_parameters():
-        p.requires_grad_("temporal_transformer_blocks" in n or n.startswith("tracking_head."))
+    select_trainable(unet, which="temporal")  # the trainer's default selection, then the head
+    head.requires_grad_(True)
     unet.train()
 
     # What diffusers' gradient checkpointing wraps in SVD's UNet: every resnet of the blocks and

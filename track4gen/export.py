@@ -41,6 +41,12 @@ EMA_WEIGHTS = "ema.safetensors"  # beside weights.safetensors in a checkpoint, w
 EXPORT_FORMAT = "track4gen-model"
 
 
+def is_checkpoint_or_run(path: str | os.PathLike) -> bool:
+    """True for a training checkpoint folder (with state.json) or a run folder with checkpoints."""
+    p = Path(path)
+    return (p / ckpt.STATE).is_file() or bool(ckpt.list_checkpoints(p))
+
+
 def find_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint folder, or a run folder (its newest checkpoint)."""
     p = Path(path)
@@ -69,10 +75,15 @@ def unet_from_checkpoint(path: str | os.PathLike, *, pretrained: str | None = No
     The base UNet is the run's `--pretrained` (or `pretrained`); the checkpoint's trained
     tensors go over it, the EMA copy when the run kept one and `ema` is set.
     """
-    from track4gen.unet import Track4GenUNet
-
     where = find_checkpoint(path)
     base, config = _checkpoint_base(where, pretrained)
+    return _unet_from(where, base, config, ema=ema, dtype=dtype)
+
+
+def _unet_from(where: Path, base: Path, config: dict, *, ema: bool, dtype: torch.dtype):
+    """The base UNet of `base` with checkpoint `where`'s trained tensors (and EMA copy) over it."""
+    from track4gen.unet import Track4GenUNet
+
     unet = Track4GenUNet.from_pretrained(
         str(base), subfolder="unet", local_files_only=True,
         variant=resolve_variant(base, variant=config.get("weights_variant")),
@@ -102,8 +113,9 @@ def load_pipeline(path: str | os.PathLike, *, pretrained: str | None = None, ema
         unet = Track4GenUNet.from_pretrained(str(p), subfolder="unet", local_files_only=True,
                                              variant=resolve_variant(p))
     else:
-        base, _ = _checkpoint_base(find_checkpoint(p), pretrained)
-        unet = unet_from_checkpoint(p, pretrained=pretrained, ema=ema, dtype=dtype)
+        where = find_checkpoint(p)  # verified once: hashing a full-size checkpoint takes seconds
+        base, config = _checkpoint_base(where, pretrained)
+        unet = _unet_from(where, base, config, ema=ema, dtype=dtype)
     pipe = StableVideoDiffusionPipeline.from_pretrained(
         str(base), unet=unet, local_files_only=True, variant=resolve_variant(base),
     )

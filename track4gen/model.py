@@ -75,6 +75,11 @@ def _hub_patterns(variant: str | None) -> list[str]:
     return ["model_index.json", "*/*.json", "*/*.txt", *weights]
 
 
+def looks_like_repo_id(text: str) -> bool:
+    """True for a Hub repo id ("owner/name"), False for what can only be a local path."""
+    return text.count("/") == 1 and not text.startswith((".", "/", "~")) and not Path(text).suffix
+
+
 def resolve_pretrained(pretrained: str | os.PathLike, *, variant: str | None = None) -> Path:
     """A local model folder for `pretrained`: the folder itself, or a Hub repo id's snapshot.
 
@@ -86,7 +91,7 @@ def resolve_pretrained(pretrained: str | os.PathLike, *, variant: str | None = N
         check_layout(path)
         return path
     text = str(pretrained)
-    if text.count("/") != 1 or text.startswith((".", "/", "~")) or path.suffix:
+    if not looks_like_repo_id(text):
         raise FileNotFoundError(
             f"--pretrained {text}: no such model folder (give a local stable-video-diffusion-img2vid-xt "
             f"folder or a Hub repo id such as {DEFAULT_PRETRAINED})"

@@ -315,13 +315,13 @@ def _train(cfg: TrainConfig) -> TrainResult:
                         pin_memory=accelerator.device.type == "cuda")
     # The base model (a Hub id resolves through the HF cache): found, or a one-line error, before
     # any segment is read (only the store's metadata has been).
-    resolve_pretrained(cfg.pretrained, variant=cfg.weights_variant)
+    base = resolve_pretrained(cfg.pretrained, variant=cfg.weights_variant)
 
     # 3. SVD components. The UNet keeps fp32 master weights (autocast computes in the
     # mixed-precision dtype); the CLIP encoder is frozen and cast; the VAE stays fp32, as in
     # SVD_Xtend (its latents are the regression target, and fp16 VAEs overflow).
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
-    parts = load_components(cfg.pretrained, variant=cfg.weights_variant)
+    parts = load_components(base, variant=cfg.weights_variant)  # resolved above: no second Hub lookup
     model, trainable_names = build_model(parts, cfg=cfg)
     parts.vae.to(accelerator.device)
     parts.image_encoder.to(accelerator.device, dtype=weight_dtype)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from track4gen import checkpoint as ckpt
 from track4gen.losses import SOFTMAX_TEMPERATURE
-from track4gen.model import SUBFOLDERS, load_components, tracking_head
+from track4gen.model import SUBFOLDERS, load_components, looks_like_repo_id, tracking_head
 from track4gen.tracking.features import FeatureModel
 
 
@@ -24,14 +24,12 @@ def _expected(path: str) -> str:
             f"a run folder with {ckpt.CHECKPOINTS}/, or a Hub id such as stabilityai/stable-video-diffusion-img2vid-xt")
 
 
-def training_config(path: Path) -> dict:
-    """The training configuration a checkpoint, run or exported folder records ({} for base SVD)."""
-    from track4gen.export import MODEL_CARD, find_checkpoint
+def exported_config(path: Path) -> dict:
+    """The training configuration an exported folder records ({} for base SVD)."""
+    from track4gen.export import MODEL_CARD
 
     if (path / MODEL_CARD).is_file():
         return json.loads((path / MODEL_CARD).read_text()).get("config", {})
-    if (path / ckpt.STATE).is_file() or ckpt.list_checkpoints(path):
-        return ckpt.read_state(find_checkpoint(path))["config"]
     return {}
 
 
@@ -39,16 +37,19 @@ def load_feature_model(spec: str, *, variant: str | None = None) -> FeatureModel
     """The parts feature extraction needs, in float32 on the CPU (DiffusionFeatures moves them),
     and the soft-argmax the model was trained with (matching uses the same)."""
     from track4gen import load_pipeline
+    from track4gen.export import find_checkpoint, is_checkpoint_or_run
 
     path = Path(spec).expanduser()
-    config = training_config(path) if path.is_dir() else {}
-    if path.is_dir() and ((path / ckpt.STATE).is_file() or ckpt.list_checkpoints(path)):
-        parts = load_pipeline(path)  # base model from the run, trained tensors and head over it
+    config = exported_config(path) if path.is_dir() else {}
+    if path.is_dir() and is_checkpoint_or_run(path):
+        where = find_checkpoint(path)  # found (and, for a run, verified) once
+        config = ckpt.read_state(where)["config"]
+        parts = load_pipeline(where)  # base model from the run, trained tensors and head over it
     elif path.is_dir() and not any((path / s).is_dir() for s in SUBFOLDERS):
         raise FileNotFoundError(_expected(spec))
     elif path.exists() and not path.is_dir():
         raise FileNotFoundError(_expected(spec))
-    elif not path.exists() and (spec.count("/") != 1 or spec.startswith((".", "/", "~")) or path.suffix):
+    elif not path.exists() and not looks_like_repo_id(spec):
         raise FileNotFoundError(f"{_expected(spec)}; no such folder")
     else:
         try:

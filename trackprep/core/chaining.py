@@ -268,8 +268,9 @@ class TrackChainer:
         done = done[np.lexsort((ids[done], end_frame[done]))]  # by last frame, then seeding order
         length = end_frame[done] - start[done] + 1
         done = done[length >= self.min_length]
+        ended_ids = ids[ended]  # every ended track, handed out or too short
         for block in self._blocks:  # their pieces stay readable until the batches are out
-            block.forget(ids[np.flatnonzero(ended)])  # every ended track, handed out or too short
+            block.forget(ended_ids)
         old_blocks = self._blocks
         live = np.flatnonzero(~ended)
         if live.size and win_len[live].sum():

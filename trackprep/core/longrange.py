@@ -73,7 +73,6 @@ class LongRangeChainer(TrackChainer):
         super().__init__(height=height, width=width, cycle_threshold=cycle_threshold, seed_stride=seed_stride,
                          min_length=min_length, device=device, history_codec=history_codec)
         self.gaps = check_gaps(gaps)
-        self.agreement_px = AGREEMENT_PX
         self._cost = torch.empty(0, dtype=torch.float32, device=self.device)  # per live point, px
         # frame -> (ids, positions, costs) of the points live there, for the frames a gap reaches.
         self._past: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -115,8 +114,7 @@ class LongRangeChainer(TrackChainer):
             cand, ok, error = cycle_step(forward, backward, pos[row], cycle_threshold=self.cycle_threshold)
             cand_cost = past_cost[row] + error
             better = there & ok & (cand_cost < cost)
-            if self.agreement_px is not None:
-                better &= torch.linalg.vector_norm(cand - step, dim=1) <= self.agreement_px
+            better &= torch.linalg.vector_norm(cand - step, dim=1) <= AGREEMENT_PX
             best = torch.where(better.unsqueeze(1), cand, best)
             cost = torch.where(better, cand_cost, cost)
         self._cost = cost[keep]

@@ -112,12 +112,11 @@ class Scene:
             masks[t] = top.astype(np.uint8)
         return frames, masks
 
-    def flow(self, *, first: int = 0, last: int | None = None) -> FlowPair:
-        """Exact flow between frames first .. last (default all): forward[i] at a pixel of frame
-        first + i follows the layer visible there one frame on; backward[i] at a pixel of frame
-        first + i + 1 follows its visible layer back."""
-        last = self.num_frames - 1 if last is None else last
-        return self.flow_pairs([(t, t + 1) for t in range(first, last)])
+    def flow(self) -> FlowPair:
+        """Exact flow between consecutive frames: forward[t] at a pixel of frame t follows the
+        layer visible there one frame on; backward[t] at a pixel of frame t + 1 follows its
+        visible layer back."""
+        return self.flow_pairs([(t, t + 1) for t in range(self.num_frames - 1)])
 
     def flow_pairs(self, pairs: list[tuple[int, int]]) -> FlowPair:
         """Exact flow for frame pairs (a, b): forward[i] maps frame a to b, backward[i] b to a

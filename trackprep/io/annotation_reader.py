@@ -137,11 +137,6 @@ class VideoAnnotations:
         t = np.arange(f0, f1)[None, :]
         return (t >= self.start[idx, None]) & (t < (self.start + self.length)[idx, None])
 
-    def visible_counts(self, frames: slice | tuple[int, int] | None = None) -> np.ndarray:
-        """int64 [N]: frames of the range in which each track is defined."""
-        f0, f1 = _frame_range(frames, self.num_frames)
-        return np.maximum(np.minimum(self.start + self.length, f1) - np.maximum(self.start, f0), 0)
-
     def points_at(self, rows: np.ndarray, frames: np.ndarray) -> np.ndarray:
         """float32 [n, 2]: track rows[i] at frame frames[i] (which must lie within the track)."""
         rows, frames = np.asarray(rows, np.int64), np.asarray(frames, np.int64)
@@ -223,14 +218,15 @@ class Annotations:
         """What `trackprep info` prints: counts per status, frames, tracks, points, foreground
         share, stored bytes of the tracks, failures, configuration."""
         per_video = []
-        for key in self.keys():
+        complete = self.keys()
+        for key in complete:
             v = self[key]
             n_fg = int(np.count_nonzero(is_foreground(v.labels)))
             track_bytes = sum(int(v.group[spec.name].nbytes_stored()) for spec in schema.TRACK_ARRAYS)
             per_video.append({"video": key, "frames": v.num_frames, "tracks": v.num_tracks, "points": v.num_points,
                               "foreground_tracks": n_fg, "track_bytes": track_bytes})
         failed = store_io.failed_videos(self.root)
-        done = set(self.keys())
+        done = set(complete)
         tracks = sum(v["tracks"] for v in per_video)
         return {
             "store": self.location,
@@ -246,7 +242,7 @@ class Annotations:
             "foreground_share": sum(v["foreground_tracks"] for v in per_video) / tracks if tracks else 0.0,
             "per_video": per_video,
             "failures": failed,
-            "damaged": store_io.damaged_videos(self.root, keys=self.keys()),  # chunk files missing
+            "damaged": store_io.damaged_videos(self.root, keys=complete),  # chunk files missing
             "config": self.root.attrs.get(schema.ATTR_CONFIG),
         }
 

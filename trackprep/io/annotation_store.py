@@ -36,6 +36,7 @@ _NUMCODECS_WARNING = "Numcodecs codecs are not in the Zarr version 3 specificati
 warnings.filterwarnings("ignore", message=_NUMCODECS_WARNING)
 
 import trackprep
+from trackprep.core.labels import is_foreground
 from trackprep.core.types import Clip, TrackSet
 from trackprep.io import integrity, schema
 from trackprep.io.frame_codecs import DEFAULT_JPEG_QUALITY, frame_codecs
@@ -350,7 +351,7 @@ class VideoWriter:
         self._tracks[schema.LABELS.name].append(tracks.labels)
         self.num_tracks += len(tracks)
         self.num_points += int(tracks.points.shape[0])
-        self.fg_tracks += int(np.count_nonzero((tracks.labels > 0) & (tracks.labels != 255)))
+        self.fg_tracks += int(np.count_nonzero(is_foreground(tracks.labels)))
 
     def finish(self, attrs: dict[str, Any] | None = None) -> None:
         """Write what is buffered, then mark the video complete (the last write)."""

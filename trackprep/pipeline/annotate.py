@@ -284,9 +284,6 @@ class AnnotatePlan:
         # that mounts the same file system).
         return RunContext(store=str(Path(self.store).resolve()), config=self.config)
 
-    def context_for(self, threads: int | None) -> RunContext:
-        return dataclasses.replace(self.context, threads=threads)
-
 
 def _select(names: list[str], dataset: str, wanted: Sequence[str] | None) -> list[str]:
     """The dataset's videos named in `wanted` ("video" or "dataset/video"), in dataset order."""
@@ -438,7 +435,7 @@ def annotate(
         with make_executor(scheduler, workers=workers, config=config, num_tasks=len(plan.tasks), log=log) as executor:
             progress.start(total=len(plan.tasks), keys=[t.key for t in plan.tasks], stages=[s.name for s in STAGES])
             try:
-                ctx = dataclasses.replace(plan.context_for(executor.threads_per_task), lock_run=run)
+                ctx = dataclasses.replace(plan.context, threads=executor.threads_per_task, lock_run=run)
                 results, stopped = executor.run(plan.tasks, STAGES, ctx, progress=progress, strict=strict)
             finally:
                 progress.close()
