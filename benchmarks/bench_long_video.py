@@ -79,8 +79,9 @@ def annotate_child(root: Path, out: Path, *extra: str) -> dict:
 
 def lengths_table(ns: argparse.Namespace, tmp: Path) -> None:
     print(f"\n1. {ns.long} played forward and back, DIS, serial, 320x576 (fresh process each):")
-    print("| frames | peak RSS | store | store per frame | tracks per frame | wall per frame | tracks |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| frames | peak RSS | store | store per frame | tracks per frame | points per frame | bytes per point | "
+          "wall per frame | tracks |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = {}
     for frames in ns.lengths:
         root = ping_pong(ns.data, tmp / f"pp{frames}", ns.long, frames)
@@ -88,12 +89,15 @@ def lengths_table(ns: argparse.Namespace, tmp: Path) -> None:
         rows[frames] = r
         print(f"| {frames} | {r['peak_rss'] / 1e9:.2f} GB | {r['store_bytes'] / 1e6:.0f} MB | "
               f"{r['store_bytes'] / frames / 1e6:.2f} MB | {r['track_bytes'] / frames / 1e6:.2f} MB | "
+              f"{r['points'] / frames / 1e3:.0f}k | {r['track_bytes'] / r['points']:.2f} | "
               f"{r['wall_s'] / frames:.3f} s | {r['tracks']} |", flush=True)
         shutil.rmtree(tmp / f"pp{frames}.zarr", ignore_errors=True)
     lo, hi = min(rows), max(rows)
     a, b = rows[lo], rows[hi]
     print(f"{hi} vs {lo} frames: peak RSS x{b['peak_rss'] / a['peak_rss']:.2f}, store per frame "
-          f"x{(b['store_bytes'] / hi) / (a['store_bytes'] / lo):.2f}, wall per frame x{(b['wall_s'] / hi) / (a['wall_s'] / lo):.2f}")
+          f"x{(b['store_bytes'] / hi) / (a['store_bytes'] / lo):.2f}, wall per frame x{(b['wall_s'] / hi) / (a['wall_s'] / lo):.2f}; "
+          f"points per frame x{(b['points'] / hi) / (a['points'] / lo):.2f} (live tracks accumulate), "
+          f"wall per point x{(b['wall_s'] / b['points']) / (a['wall_s'] / a['points']):.2f}")
     print(f"per-part seconds at {hi} frames: {b['timings']}")
 
 

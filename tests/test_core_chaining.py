@@ -196,11 +196,18 @@ def dense_reference_chain(flow: FlowPair, *, cycle_threshold: float = 1.5) -> tu
     return np.array(starts), [np.array(h_, np.float32) for h_ in history]
 
 
+@pytest.mark.parametrize("collect", ["at the end", "often"])
 @pytest.mark.parametrize("every", [1, 3, 8, 100])
-def test_streamed_chaining_equals_the_whole_video_algorithm_bit_for_bit(every):
+def test_streamed_chaining_equals_the_whole_video_algorithm_bit_for_bit(every, collect, monkeypatch):
     """TrackChainer fed the flow frame by frame, handing out ended tracks every `every` frames,
-    gives exactly the tracks of the plain whole-video algorithm (as a set), in the order
-    (last frame, seeding order), with labels as label_tracks gives them."""
+    gives exactly the tracks of the plain whole-video algorithm (as a set), collection by
+    collection in seeding order, with labels as label_tracks gives them; the collections (so
+    the output and its order) do not depend on `every`."""
+    from trackprep.core import chaining
+
+    if collect == "often":  # the 2x rule from 500 points on, and every 4 frames
+        monkeypatch.setattr(chaining, "MIN_COLLECT_POINTS", 500)
+        monkeypatch.setattr(chaining, "COLLECT_FRAMES", 4)
     scene = make_scene(seed=5, num_frames=15, height=40, width=56)
     flow, (_, masks) = scene.flow(), scene.render()
     starts, ref = dense_reference_chain(flow)
@@ -215,7 +222,9 @@ def test_streamed_chaining_equals_the_whole_video_algorithm_bit_for_bit(every):
     parts.extend(chainer.close())
     got = TrackSet.concat(parts)
     ends = np.array([s + len(r) - 1 for s, r in zip(starts, ref)])
-    order = np.lexsort((np.arange(len(ref)), ends))
+    collections = np.array(chainer.collections)
+    assert collections[-1] == 14 and (len(collections) >= 4 if collect == "often" else len(collections) == 1)
+    order = np.lexsort((np.arange(len(ref)), np.searchsorted(collections, ends)))
     assert len(got) == len(ref) > 40 * 56
     np.testing.assert_array_equal(got.start, starts[order])
     np.testing.assert_array_equal(got.points, np.concatenate([ref[i] for i in order]))
@@ -223,6 +232,40 @@ def test_streamed_chaining_equals_the_whole_video_algorithm_bit_for_bit(every):
     np.testing.assert_array_equal(got.labels, whole.labels)
     np.testing.assert_array_equal(got.offsets, whole.offsets)
     assert got.num_frames == 15 and all(p.num_frames <= 15 for p in parts)
+
+
+def test_history_spilled_to_disk_gives_the_same_tracks_and_leaves_no_file(tmp_path, monkeypatch):
+    """The store's history codec (1/64 px, spilled to files) changes nothing the store keeps:
+    the tracks equal the uncompressed chaining's rounded to 1/64 px; released parts' files are
+    deleted as collections go, and close() removes the rest."""
+    from trackprep.core import chaining, track_history
+    from trackprep.io.annotation_store import POINT_SCALE, HistoryCodec
+
+    monkeypatch.setattr(chaining, "MIN_COLLECT_POINTS", 500)
+    monkeypatch.setattr(chaining, "COLLECT_FRAMES", 3)
+    monkeypatch.setattr(track_history, "PART_POINTS", 1000)  # many parts per block
+    monkeypatch.setattr(HistoryCodec, "FILE_BYTES", 4000)  # many files
+    scene = make_scene(seed=3, num_frames=12, height=40, width=56)
+    flow = scene.flow()
+    codec = HistoryCodec(spill_dir=tmp_path)
+    chainer = TrackChainer(height=40, width=56, history_codec=codec)
+    parts, seen = [], set()
+    for t in range(11):
+        chainer.add_frame()
+        chainer.advance(flow.forward[t], flow.backward[t])
+        if t % 2 == 1:
+            parts.extend(chainer.finished())
+            seen |= {p.name for p in tmp_path.iterdir()}
+    chainer.add_frame()
+    parts.extend(chainer.close())
+    left = {p.name for p in tmp_path.iterdir()}
+    whole = chain_tracks(flow)
+    got = TrackSet.concat(parts)
+    np.testing.assert_array_equal(got.offsets, whole.offsets)
+    np.testing.assert_array_equal(got.points, np.rint(whole.points * POINT_SCALE) / POINT_SCALE)
+    assert len(seen) > 3 and len(left) < len(seen)  # files come and go
+    codec.close()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_chainer_drops_short_tracks_and_labels_on_the_first_annotated_frame():
@@ -260,12 +303,12 @@ def test_chainer_refuses_calls_out_of_order_and_wrong_shapes():
 
 
 def test_finished_tracks_come_in_bounded_batches_with_the_same_content(monkeypatch):
-    from trackprep.core import chaining
+    from trackprep.core import chaining, track_history
 
     scene = make_scene(seed=5, num_frames=12, height=40, width=56)
     flow = scene.flow()
     whole = chain_tracks(flow)
-    monkeypatch.setattr(chaining, "OUT_POINTS", 1000)
+    monkeypatch.setattr(track_history, "OUT_POINTS", 1000)
     chainer = TrackChainer(height=40, width=56)
     parts = []
     for t in range(11):
@@ -280,13 +323,14 @@ def test_finished_tracks_come_in_bounded_batches_with_the_same_content(monkeypat
     np.testing.assert_array_equal(got.points, whole.points)
     np.testing.assert_array_equal(got.offsets, whole.offsets)
 
+    monkeypatch.setattr(chaining, "COLLECT_FRAMES", 1)  # a collection at every frame
     chainer = TrackChainer(height=40, width=56)
     chainer.add_frame()
     chainer.advance(flow.forward[0], flow.backward[0])
+    unread = chainer.finished()
     chainer.add_frame()
-    stale = chainer.finished()
     chainer.advance(flow.forward[1], flow.backward[1])
-    chainer.add_frame()
-    list(chainer.finished())
-    with pytest.raises(RuntimeError, match="read after a later finished"):
-        list(stale)
+    with pytest.raises(RuntimeError, match="previous finished\\(\\)/close\\(\\) were not all read"):
+        chainer.finished()
+    assert sum(p.points.shape[0] for p in unread) > 0
+    list(chainer.finished())  # read: the next call goes on

@@ -178,3 +178,78 @@ def test_each_task_runs_torch_with_its_share_of_the_cores(tmp_path, monkeypatch)
     assert not serial.failed
     root = S.open_store(tmp_path / "b.zarr")
     assert [root[k].attrs["torch_threads"] for k in S.complete_videos(root)] == [before, before]
+
+
+def test_history_spill_goes_to_tmpdir_is_removed_and_a_full_disk_fails_the_video_in_one_line(tmp_path, monkeypatch):
+    """The chaining history lives in a folder of $TMPDIR for the video's run only; when it
+    cannot be written the video fails with one line naming the file, and nothing is left."""
+    import tempfile
+
+    root = tmp_path / "synthetic"
+    write_synthetic_dataset(root, num_videos=1, seed=0, num_frames=12, height=32, width=48)
+    cfg = resolve_config(overrides={"size": [32, 48], "flow": {"name": "oracle"}})
+    spill_root = tmp_path / "tmp"
+    spill_root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spill_root))
+    seen = []
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, data, offset):
+        seen.append(os.readlink(f"/proc/self/fd/{fd}") if Path("/proc/self/fd").exists() else str(fd))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(S.os, "pwrite", pwrite)
+    ok = annotate(datasets=[("synthetic", root)], out=tmp_path / "a.zarr", config=cfg, scheduler="serial")
+    assert not ok.failed and seen and all(str(spill_root) in p for p in seen)
+    assert list(spill_root.iterdir()) == []
+
+    def full(fd, data, offset):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(S.os, "pwrite", full)
+    bad = annotate(datasets=[("synthetic", root)], out=tmp_path / "b.zarr", config=cfg, scheduler="serial")
+    (failure,) = bad.failed
+    assert failure.error.startswith("track: OSError: [Errno 28] ") and "history-00000.bin: cannot write the tracks' " \
+        "history spill (No space left on device); expected room in $TMPDIR" in failure.error, failure.error
+    assert "\n" not in failure.error and list(spill_root.iterdir()) == []
+
+
+_FREES = r"""
+import os, sys
+import numpy as np
+from trackprep.pipeline.malloc import return_large_frees_to_os
+
+applied = return_large_frees_to_os() if sys.argv[1] == "tuned" else False
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+a = np.ones((16 << 20) // 8)
+del a  # glibc's dynamic mmap threshold rises past 16 MiB here
+base, keep = rss(), []
+for _ in range(5):  # an 8 MiB temporary, then a small object allocated after it and kept
+    big = np.ones((8 << 20) // 8)
+    keep.append(np.ones(100))
+    del big
+print(applied, (rss() - base) / 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or not Path("/proc/self/statm").exists(),
+                    reason="glibc on Linux: mallopt and /proc/self/statm")
+def test_annotate_malloc_setting_gives_freed_temporaries_back_to_the_os():
+    """What `trackprep annotate` sets (trackprep.pipeline.malloc): an 8 MiB temporary freed
+    under a live small object stays resident with glibc's defaults, and is returned with ours;
+    a MALLOC_* variable in the environment is left to win."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env["PYTHONPATH"] = str(REPO)
+    out = {}
+    for mode in ("default", "tuned"):
+        proc = subprocess.run([sys.executable, "-c", _FREES, mode], capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        applied, mib = proc.stdout.split()
+        out[mode] = (applied == "True", float(mib))
+    if not out["tuned"][0]:
+        pytest.skip("mallopt not available (not glibc)")
+    assert out["default"][1] >= 6 and out["tuned"][1] <= 1, out
+    proc = subprocess.run([sys.executable, "-c", _FREES, "tuned"], capture_output=True, text=True,
+                          env={**env, "MALLOC_ARENA_MAX": "4"}, timeout=120)
+    assert proc.stdout.split()[0] == "False", proc.stdout

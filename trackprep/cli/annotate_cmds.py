@@ -76,7 +76,10 @@ def run_annotate(
         fail(str(exc))
     # Imported once the inputs are known to be there: a missing dataset is reported at once.
     from trackprep.pipeline.annotate import AnnotateError, annotate
+    from trackprep.pipeline.malloc import return_large_frees_to_os
     from trackprep.pipeline.progress import make_progress
+
+    return_large_frees_to_os()  # this process's RSS follows its live memory on long videos
 
     if not roots:
         for name, root in pairs:

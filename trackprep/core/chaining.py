@@ -15,17 +15,23 @@ video's length); `chain_tracks` feeds it a whole video's flow.
 
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from trackprep.core.labels import nearest_pixel
 from trackprep.core.sampling import sample_bilinear
-from trackprep.core.types import VOID, FlowPair, TrackSet, ragged_ranges
+from trackprep.core.track_history import HistoryCodec, TrackHistory
+from trackprep.core.types import VOID, FlowPair, TrackSet
 
-# Points per batch of finished tracks: bounds the memory of handing out a video's last tracks.
-OUT_POINTS = 1 << 22
+# Collections of ended tracks (trackprep.core.track_history), decided frame by frame: when the
+# points of the tracks ended since the last one reach the live tracks' points so far (a copying
+# collector's rule: rewriting the live history costs no more than what is handed out) and at
+# least MIN_COLLECT_POINTS; and COLLECT_FRAMES frames after the last one (a static camera's
+# tracks seldom end: this bounds the number of history blocks, and how long ended tracks wait).
+MIN_COLLECT_POINTS = 1 << 18
+COLLECT_FRAMES = 256
 
 # Track4Gen Appendix A.1 (after DINO-Tracker): forward-backward error threshold in pixels.
 DEFAULT_CYCLE_THRESHOLD = 1.5
@@ -90,17 +96,22 @@ class TrackChainer:
     For t = 0 .. T-1: `add_frame(mask=...)` (seeds the frame's new tracks, records where every
     live track is, labels the live tracks not yet labelled when the frame has a mask), then,
     unless t is the last frame, `advance(forward[t], backward[t])`. `finished()` returns the
-    tracks that have ended since its last call; `close()` ends the live ones and returns the rest.
+    tracks collected since its last call; `close()` ends the live ones and returns the rest.
 
     The live points go through exactly the operations `chain_tracks` applies to a whole video,
     in the same order, so the tracks are the same bit for bit however the flow is cut into
-    windows. Tracks come out ordered by their last frame, then by seeding order (row-major
-    within a frame, earlier frames first); that order does not depend on the windows either.
-    Memory: the records since the last `finished()` plus the live tracks' points so far, kept in
-    one block per compaction (packed by `history_codec` if given, e.g. the store's own rounding
-    and compression: trackprep.io.annotation_store.HistoryCodec); an ended track is handed out
-    whole, in batches of at most OUT_POINTS points, and forgotten. On a static camera tracks
-    live as long as the video, so this history still grows with it (about 2 bytes a point packed).
+    windows. Ended tracks are handed out by collections (trackprep.core.track_history): at a
+    frame b where the points of the tracks ended since the last collection reach the live
+    tracks' points so far (and MIN_COLLECT_POINTS), or COLLECT_FRAMES frames after the last
+    collection, and at the last frame. Collection after collection, tracks come out in seeding
+    order (row-major within a frame, earlier frames first). The frames of the collections
+    depend only on the tracks, so the output, order included, does not depend on the windows.
+
+    Memory: the records since the last `finished()` (one window) and the live tracks; the
+    history of points not handed out yet goes through `history_codec` (e.g. the store's
+    rounding and compression, spilled to disk: trackprep.io.annotation_store.HistoryCodec).
+    Work: each point is rewritten by the collections while its track lives, about once per
+    COLLECT_FRAMES frames (on a moving camera tracks end sooner and the 2x rule collects).
 
     Labels (`mask` given): the mask value under the track at its first frame with a mask, at
     the nearest pixel (as `label_tracks` does for a whole video); VOID if it meets no mask.
@@ -122,27 +133,34 @@ class TrackChainer:
         self._grid = seed_grid(self.height, self.width, stride=seed_stride, device=self.device)
         self.frame = -1  # the frame the live points are at
         self._at_frame = False  # add_frame done for self.frame, advance not yet
-        # Live tracks, in the order chaining keeps them: position, id (seeding order), label.
+        # Live tracks, in the order chaining keeps them (ascending id = seeding order): position,
+        # id, label, first frame, and slot (the track's row in the current window's records).
         self._pos = torch.empty((0, 2), dtype=torch.float32, device=self.device)
         self._id = torch.empty(0, dtype=torch.int64, device=self.device)
         self._label = np.empty(0, dtype=np.uint8)
         self._labelled = np.empty(0, dtype=bool)
+        self._start = np.empty(0, dtype=np.int32)
+        self._slot = np.empty(0, dtype=np.int32)
         self._next_id = 0
-        # Records since the last compaction, frame-major: ids and points of the live tracks at
-        # each frame, the ids seeded at each frame, and the tracks that ended (with labels).
-        self._rec_ids: list[np.ndarray] = []
-        self._rec_pos: list[np.ndarray] = []
+        # The window since the last fold: slots 0 .. n0-1 are the tracks live at its start
+        # (_win_ids, _win_start), then the tracks seeded in it (ids from _win_first_new on).
+        self._win_ids = np.empty(0, dtype=np.int64)
+        self._win_start = np.empty(0, dtype=np.int32)
+        self._win_first_new = 0
+        self._rec_slots: list[np.ndarray] = []  # per frame: the slots of the live tracks
+        self._rec_pos: list[np.ndarray] = []  # ... and their points
         self._rec_frames: list[int] = []
-        self._seeded: list[tuple[int, int]] = []  # (frame, count) for ids from self._known_next_id on
-        self._ended: list[tuple[int, np.ndarray, np.ndarray]] = []  # (frame, ids, labels)
-        # The tracks live at the last compaction ("known" tracks), sorted by id, and their start.
-        self._known_ids = np.empty(0, dtype=np.int64)
-        self._known_start = np.empty(0, dtype=np.int32)
-        self._known_next_id = 0  # ids from here on were seeded after the last compaction
-        # Their points so far, one block per compaction (see _Block); `history_codec` packs them.
-        self._blocks: list[_Block] = []
-        self._codec = history_codec
-        self._emission: object | None = None  # token of the latest finished()/close() batches
+        self._seeded: list[tuple[int, int]] = []  # (frame, count) since the fold
+        self._ended: list[tuple[int, np.ndarray, np.ndarray]] = []  # (frame, slots, labels)
+        self.history = TrackHistory(codec=history_codec, min_length=min_length)
+        # Collections: frames decided, not yet run; points of live tracks so far; points of the
+        # tracks ended since the last collection.
+        self.collections: list[int] = []  # every collection frame decided so far (for tests)
+        self._due: list[int] = []
+        self._live_points = 0
+        self._dead_points = 0
+        self._last_collection = -1
+        self._emission_done = True
 
     @property
     def num_live(self) -> int:
@@ -159,15 +177,19 @@ class TrackChainer:
         else:
             new = self._grid[~covered_cells(self._pos, height=self.height, width=self.width, stride=self.seed_stride)]
         count = int(new.shape[0])
+        first_slot = self._win_ids.shape[0] + self._next_id - self._win_first_new
         self._pos = torch.cat([self._pos, new])
         self._id = torch.cat([self._id, torch.arange(self._next_id, self._next_id + count, device=self.device)])
         self._next_id += count
         self._seeded.append((self.frame, count))
         self._label = np.concatenate([self._label, np.full(count, VOID, dtype=np.uint8)])
         self._labelled = np.concatenate([self._labelled, np.zeros(count, dtype=bool)])
+        self._start = np.concatenate([self._start, np.full(count, self.frame, dtype=np.int32)])
+        self._slot = np.concatenate([self._slot, np.arange(first_slot, first_slot + count, dtype=np.int32)])
+        self._live_points += self.num_live
         pos = self._pos.cpu().numpy()
-        self._rec_ids.append(self._id.cpu().numpy())
-        self._rec_pos.append(pos)  # shares the tensor's memory: live tensors are replaced, never written to
+        self._rec_slots.append(self._slot)  # live arrays are replaced, never written to
+        self._rec_pos.append(pos)  # shares the tensor's memory, likewise
         self._rec_frames.append(self.frame)
         if mask is not None:
             if mask.shape != (self.height, self.width):
@@ -199,183 +221,96 @@ class TrackChainer:
         """Finish a step: the live points go to `nxt` [M, 2]; those not in `keep` [M] end here."""
         keep_np = keep.cpu().numpy()
         if not keep_np.all():
-            drop = ~keep_np
-            self._ended.append((self.frame, self._id.cpu().numpy()[drop], self._label[drop]))
+            self._end_tracks(~keep_np)
         self._pos, self._id = nxt[keep], self._id[keep]
         self._label, self._labelled = self._label[keep_np], self._labelled[keep_np]
+        self._start, self._slot = self._start[keep_np], self._slot[keep_np]
+        if self._dead_points and (
+            self._dead_points >= max(MIN_COLLECT_POINTS, self._live_points)  # rewriting costs < handing out
+            or self.frame - self._last_collection >= COLLECT_FRAMES
+        ):
+            self._decide_collection()
         self._at_frame = False
 
+    def _end_tracks(self, rows: np.ndarray) -> None:
+        """The live tracks at `rows` (bool mask) end at this frame."""
+        self._ended.append((self.frame, self._slot[rows], self._label[rows]))
+        points = int((self.frame + 1 - self._start[rows].astype(np.int64)).sum())
+        self._live_points -= points
+        self._dead_points += points
+
+    def _decide_collection(self) -> None:
+        self.collections.append(self.frame)
+        self._due.append(self.frame)
+        self._last_collection, self._dead_points = self.frame, 0
+
     def finished(self) -> Iterator[TrackSet]:
-        """The tracks that have ended since the last call (at least `min_length` frames long),
-        in batches of at most OUT_POINTS points; consume them before the next call."""
-        return self._compact()
+        """The tracks of the collections decided since the last call (at least `min_length`
+        frames long), in batches of about OUT_POINTS points; read them all before the next call."""
+        self._check_read()
+        self._fold()
+        return self._emit()
 
     def close(self) -> Iterator[TrackSet]:
         """End every live track at the current frame; every track not yet handed out, in batches."""
         if not self._at_frame:
             raise RuntimeError(f"close: expected add_frame() for frame {self.frame + 1} first (a video ends on a frame)")
+        self._check_read()
         if self.num_live:
-            self._ended.append((self.frame, self._id.cpu().numpy(), self._label.copy()))
+            self._end_tracks(np.ones(self.num_live, dtype=bool))
         self._pos, self._id = self._pos[:0], self._id[:0]
         self._label, self._labelled = self._label[:0], self._labelled[:0]
-        out = self._compact()
+        self._start, self._slot = self._start[:0], self._slot[:0]
+        self._decide_collection()
+        self._fold()
         self._at_frame = False
-        return out
+        return self._emit()
 
-    def _compact(self) -> Iterator[TrackSet]:
-        """Fold the records since the last compaction into a new history block; hand out the
-        tracks that have ended, each gathered from its pieces in the blocks and the records.
-        The folding is done here; the gathering, batch by batch, as the iterator is consumed.
+    def _check_read(self) -> None:
+        if not self._emission_done:
+            raise RuntimeError("TrackChainer: the batches of the previous finished()/close() were not all read; "
+                               "read them before calling it again")
 
-        Local index of a track: its rank by id among the known tracks (sorted by id), then
-        those seeded since (ids from _known_next_id on, consecutive). Every step is a gather
-        or scatter over the records, the ended tracks' points or one block: the history of
-        the tracks still live is never copied whole."""
-        n_known = self._known_ids.shape[0]
-        new_start = np.repeat(
-            np.array([f for f, _ in self._seeded], dtype=np.int32), [c for _, c in self._seeded]
-        )
-        n = n_known + new_start.shape[0]
-        ids = np.concatenate([self._known_ids, np.arange(self._known_next_id, self._next_id, dtype=np.int64)])
-        start = np.concatenate([self._known_start, new_start])
+    def _emit(self) -> Iterator[TrackSet]:
+        if not self._due:
+            return iter(())
+        due, self._due = self._due, []
+        self._emission_done = False
 
-        rec_counts = np.array([r.shape[0] for r in self._rec_ids], dtype=np.int64)
-        rec_ids = np.concatenate(self._rec_ids) if self._rec_ids else np.empty(0, np.int64)
-        rec_pos = np.concatenate(self._rec_pos) if self._rec_pos else np.empty((0, 2), np.float32)
-        rec_frame = np.repeat(np.array(self._rec_frames, dtype=np.int64), rec_counts)
-        first_rec = self._rec_frames[0] if self._rec_frames else self.frame + 1
-        self._rec_ids, self._rec_pos, self._rec_frames, self._seeded = [], [], [], []
+        def batches() -> Iterator[TrackSet]:
+            for frame in due:
+                yield from self.history.collect(frame)
+            self._emission_done = True
 
-        # This window's records, track-major.
-        loc = self._local(rec_ids, n_known)
-        win_len = np.bincount(loc, minlength=n)
-        win_off = np.zeros(n + 1, dtype=np.int64)
-        np.cumsum(win_len, out=win_off[1:])
-        win_pts = np.empty((int(win_off[-1]), 2), dtype=np.float32)
-        first_new = np.maximum(start.astype(np.int64), first_rec)  # first frame of each track's records
-        win_pts[win_off[loc] + rec_frame - first_new[loc]] = rec_pos
-        del rec_pos, rec_ids, rec_frame, loc
+        return batches()
 
-        ended = np.zeros(n, dtype=bool)
-        labels = np.full(n, VOID, dtype=np.uint8)
-        end_frame = np.full(n, -1, dtype=np.int64)
-        for frame, e_ids, e_labels in self._ended:
-            e_loc = self._local(e_ids, n_known)
-            ended[e_loc], labels[e_loc], end_frame[e_loc] = True, e_labels, frame
+    def _fold(self) -> None:
+        """Turn the window's records (frame-major) into a history block (track-major)."""
+        new_ids = np.arange(self._win_first_new, self._next_id, dtype=np.int64)
+        new_start = np.repeat(np.array([f for f, _ in self._seeded], dtype=np.int32), [c for _, c in self._seeded])
+        ids = np.concatenate([self._win_ids, new_ids])
+        start = np.concatenate([self._win_start, new_start])
+        e_slots = np.concatenate([s for _, s, _ in self._ended]) if self._ended else np.empty(0, np.int32)
+        e_frame = np.repeat(np.array([f for f, _, _ in self._ended], dtype=np.int32), [s.shape[0] for _, s, _ in self._ended])
+        e_labels = np.concatenate([lb for _, _, lb in self._ended]) if self._ended else np.empty(0, np.uint8)
         self._ended = []
-
-        done = np.flatnonzero(ended)
-        done = done[np.lexsort((ids[done], end_frame[done]))]  # by last frame, then seeding order
-        length = end_frame[done] - start[done] + 1
-        done = done[length >= self.min_length]
-        ended_ids = ids[ended]  # every ended track, handed out or too short
-        for block in self._blocks:  # their pieces stay readable until the batches are out
-            block.forget(ended_ids)
-        old_blocks = self._blocks
-        live = np.flatnonzero(~ended)
-        if live.size and win_len[live].sum():
-            live_len = win_len[live]
-            self._blocks = [*old_blocks, _Block.make(ids[live], live_len, win_pts[ragged_ranges(win_off[live], live_len)], self._codec)]
-        self._known_ids, self._known_start = ids[live], start[live]
-        self._known_next_id = self._next_id
-        self._emission = token = object()
-        return self._emit(token, old_blocks, ids[done], start[done], labels[done], win_off[done], win_len[done], win_pts)
-
-    def _emit(
-        self, token: object, blocks: list["_Block"], ids: np.ndarray, start: np.ndarray, labels: np.ndarray,
-        win_off: np.ndarray, win_len: np.ndarray, win_pts: np.ndarray,
-    ) -> Iterator[TrackSet]:
-        frames = self.frame + 1
-        lengths = win_len + sum((blk.length_in(ids) for blk in blocks), np.zeros(ids.shape[0], np.int64))
-        cum = np.cumsum(lengths)
-        edges = np.searchsorted(cum, np.arange(OUT_POINTS, int(cum[-1]) if cum.size else 0, OUT_POINTS), side="left")
-        cuts = [0, *edges.tolist(), ids.shape[0]]
-        for a, b in zip(cuts[:-1], cuts[1:]):
-            if self._emission is not token:
-                raise RuntimeError("TrackChainer: a batch of finished tracks was read after a later finished()/close()")
-            if b <= a:
-                continue
-            off = np.zeros(b - a + 1, dtype=np.int64)
-            np.cumsum(lengths[a:b], out=off[1:])
-            pts = np.empty((int(off[-1]), 2), dtype=np.float32)
-            filled = np.zeros(b - a, dtype=np.int64)  # points placed so far per output track
-            for block in blocks:  # oldest first: a track's pieces in frame order
-                hit, piece_len, pieces = block.take(ids[a:b], self._codec)
-                pts[ragged_ranges(off[hit] + filled[hit], piece_len)] = pieces
-                filled[hit] += piece_len
-            pts[ragged_ranges(off[:-1] + filled, win_len[a:b])] = win_pts[ragged_ranges(win_off[a:b], win_len[a:b])]
-            yield TrackSet(num_frames=frames, start=start[a:b], offsets=off, points=pts, labels=labels[a:b])
-        if self._emission is token:
-            self._blocks = [blk.compacted(self._codec) for blk in self._blocks if blk.live_points]
-
-    def _local(self, track_ids: np.ndarray, n_known: int) -> np.ndarray:
-        old = track_ids < self._known_next_id
-        return np.where(old, np.searchsorted(self._known_ids, track_ids), n_known + track_ids - self._known_next_id)
-
-
-class HistoryCodec(Protocol):
-    """Packs a history block's points (float32 [p, 2], track after track) into a compact
-    object and back. A lossy codec must round no further than the store will anyway."""
-
-    def encode(self, points: np.ndarray) -> object: ...
-
-    def decode(self, packed: object) -> np.ndarray: ...
-
-
-class _Block:
-    """The points one compaction window added to the tracks live at its end: ids sorted, each
-    track's points contiguous. Ended tracks are forgotten (their points become dead); a block
-    more than half dead is rewritten without them, so blocks hold at most twice the live history."""
-
-    def __init__(self, ids: np.ndarray, lengths: np.ndarray, data: object, total: int) -> None:
-        self.ids, self.lengths, self.data = ids, lengths.astype(np.int32), data  # 13 bytes a track
-        self.alive = np.ones(ids.shape[0], dtype=bool)
-        self.total = total
-        self.live_points = total
-
-    @classmethod
-    def make(cls, ids: np.ndarray, lengths: np.ndarray, points: np.ndarray, codec: HistoryCodec | None) -> "_Block":
-        keep = lengths > 0
-        ids, lengths = ids[keep], lengths[keep]
-        return cls(ids, lengths, points if codec is None else codec.encode(points), int(lengths.sum()))
-
-    def offsets(self) -> np.ndarray:
-        return np.concatenate([[0], np.cumsum(self.lengths, dtype=np.int64)[:-1]])
-
-    def points(self, codec: HistoryCodec | None) -> np.ndarray:
-        return self.data if codec is None else codec.decode(self.data)
-
-    def _rows(self, track_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(indices into track_ids present here, their rows in this block)."""
-        pos = np.minimum(np.searchsorted(self.ids, track_ids), max(self.ids.shape[0] - 1, 0))
-        hit = np.flatnonzero(self.ids[pos] == track_ids) if self.ids.shape[0] else np.empty(0, np.int64)
-        return hit, pos[hit]
-
-    def length_in(self, track_ids: np.ndarray) -> np.ndarray:
-        """int64 [len(track_ids)]: points this block holds for each track (0 where absent)."""
-        out = np.zeros(track_ids.shape[0], dtype=np.int64)
-        hit, rows = self._rows(track_ids)
-        out[hit] = self.lengths[rows]
-        return out
-
-    def take(self, track_ids: np.ndarray, codec: HistoryCodec | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(indices into track_ids present here, their piece lengths, the pieces concatenated)."""
-        hit, rows = self._rows(track_ids)
-        if hit.size == 0:
-            return hit, np.zeros(0, np.int64), np.empty((0, 2), np.float32)
-        lengths = self.lengths[rows].astype(np.int64)
-        return hit, lengths, self.points(codec)[ragged_ranges(self.offsets()[rows], lengths)]
-
-    def forget(self, track_ids: np.ndarray) -> None:
-        _, rows = self._rows(track_ids)
-        rows = rows[self.alive[rows]]
-        self.alive[rows] = False
-        self.live_points -= int(self.lengths[rows].sum())
-
-    def compacted(self, codec: HistoryCodec | None) -> "_Block":
-        if 2 * self.live_points > self.total:
-            return self
-        rows = np.flatnonzero(self.alive)
-        points = self.points(codec)[ragged_ranges(self.offsets()[rows], self.lengths[rows])]
-        return _Block.make(self.ids[rows], self.lengths[rows], points, codec)
-
+        # A track is recorded at every frame from its first in this window to its last (the
+        # frame it ended at, or the window's last).
+        first = np.maximum(start.astype(np.int64), self._rec_frames[0] if self._rec_frames else 0)
+        last = np.full(ids.shape[0], self._rec_frames[-1] if self._rec_frames else -1, dtype=np.int64)
+        last[e_slots] = e_frame
+        lengths = np.maximum(last - first + 1, 0)
+        off = np.zeros(ids.shape[0], dtype=np.int64)
+        np.cumsum(lengths[:-1], out=off[1:])
+        points = np.empty((int(lengths.sum()), 2), dtype=np.float32)
+        flat, base = points.view(np.int64).reshape(-1), off - first  # one 8-byte (x, y) item per point
+        for frame, slots, pos in zip(self._rec_frames, self._rec_slots, self._rec_pos):
+            flat[base[slots] + frame] = np.ascontiguousarray(pos).view(np.int64).reshape(-1)
+        self._rec_slots, self._rec_pos, self._rec_frames, self._seeded = [], [], [], []
+        has = np.flatnonzero(lengths)
+        self.history.add_window(new_ids=new_ids, new_start=new_start, ids=ids[has], lengths=lengths[has],
+                                points=points, ended_ids=ids[e_slots], ended_frame=e_frame, ended_labels=e_labels)
+        # The next window starts with the tracks live now, in their (id) order.
+        self._win_ids, self._win_start = self._id.cpu().numpy().copy(), self._start.copy()
+        self._win_first_new = self._next_id
+        self._slot = np.arange(self.num_live, dtype=np.int32)

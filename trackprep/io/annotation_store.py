@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import uuid
 import warnings
@@ -86,27 +87,78 @@ def _track_codec() -> BloscCodec:
 
 
 class HistoryCodec:
-    """Packs the live tracks' points while chaining (trackprep.core.chaining.TrackChainer
-    history_codec) the way the store will keep them: rounded to 1/64 px, per-coordinate
-    delta, Blosc LZ4 (fast: every history block is unpacked once per window). The store
-    rounds them identically, so what is written is unchanged, and a static camera's
-    whole-video tracks take ~2 bytes per point in memory instead of 8."""
+    """Keeps the history of the tracks being chained (trackprep.core.track_history) the way the
+    store will keep them: rounded to 1/64 px, per-coordinate delta, Blosc LZ4 (fast: a
+    collection decodes and re-encodes every live point). The store rounds identically, so what
+    is written is unchanged; a static camera's tracks take ~2.5 bytes a point instead of 8.
 
-    def __init__(self) -> None:
+    With `spill_dir` the packed parts go to files there (append-only, a new file every
+    FILE_BYTES; a file is deleted once all its parts are released), so the history costs disk
+    and page cache, not the process's memory. `close()` deletes what is left."""
+
+    FILE_BYTES = 1 << 28
+
+    def __init__(self, *, spill_dir: str | Path | None = None) -> None:
         from numcodecs import Blosc
 
         self._blosc = Blosc(cname="lz4", clevel=5, shuffle=Blosc.SHUFFLE)
+        self._dir = None if spill_dir is None else Path(spill_dir)
+        self._files: dict[int, Any] = {}  # file number -> open file (binary, read + append)
+        self._parts: dict[int, int] = {}  # file number -> parts not released
+        self._current, self._size = -1, 0
 
-    def encode(self, points: np.ndarray) -> tuple[int, bytes, bytes]:
+    def encode(self, points: np.ndarray) -> tuple:
         q = np.rint(points * POINT_SCALE).astype(np.int32)
-        return q.shape[0], *(self._blosc.encode(np.diff(q[:, c], prepend=np.int32(0))) for c in (0, 1))
+        x, y = (self._blosc.encode(np.diff(q[:, c], prepend=np.int32(0))) for c in (0, 1))
+        if self._dir is None:
+            return q.shape[0], x, y
+        if self._current < 0 or self._size >= self.FILE_BYTES:
+            self._current += 1
+            self._files[self._current] = open(self._dir / f"history-{self._current:05d}.bin", "w+b", buffering=0)
+            self._parts[self._current], self._size = 0, 0
+        f = self._files[self._current]
+        try:
+            written = os.pwrite(f.fileno(), x + y, self._size)  # unbuffered: decode reads the fd
+            if written != len(x) + len(y):
+                raise OSError(28, "short write")
+        except OSError as exc:
+            raise OSError(exc.errno, f"{f.name}: cannot write the tracks' history spill ({exc.strerror or exc}); "
+                          "expected room in $TMPDIR (about 2.5 bytes per point of the live tracks)") from None
+        handle = (q.shape[0], self._current, self._size, len(x), len(y))
+        self._parts[self._current] += 1
+        self._size += len(x) + len(y)
+        return handle
 
-    def decode(self, packed: tuple[int, bytes, bytes]) -> np.ndarray:
-        n, *columns = packed
+    def decode(self, packed: tuple) -> np.ndarray:
+        if self._dir is None:
+            n, *columns = packed
+        else:
+            n, number, offset, nx, ny = packed
+            data = os.pread(self._files[number].fileno(), nx + ny, offset)
+            columns = [data[:nx], data[nx:]]
         out = np.empty((n, 2), dtype=np.float32)
         for c, data in enumerate(columns):
-            out[:, c] = np.cumsum(np.frombuffer(self._blosc.decode(data), dtype=np.int32), dtype=np.int64) / POINT_SCALE
+            q = np.cumsum(np.frombuffer(self._blosc.decode(data), dtype=np.int32), dtype=np.int32)
+            np.multiply(q, np.float32(1.0 / POINT_SCALE), out=out[:, c])  # exact: a power of two
         return out
+
+    def release(self, packed: tuple) -> None:
+        if self._dir is None:
+            return
+        number = packed[1]
+        self._parts[number] -= 1
+        if self._parts[number] == 0 and number != self._current:
+            self._drop(number)
+
+    def _drop(self, number: int) -> None:
+        f = self._files.pop(number)
+        f.close()
+        Path(f.name).unlink(missing_ok=True)
+        del self._parts[number]
+
+    def close(self) -> None:
+        for number in list(self._files):
+            self._drop(number)
 
 
 def _points_codecs() -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import tempfile
 import threading
 import time
 import uuid
@@ -114,17 +115,37 @@ class _Timer:
             self.seconds[part] += time.perf_counter() - t0
 
 
-def _timed_batches(batches: Iterator[Any], timer: _Timer) -> Iterator[Any]:
+def _timed(batches: Iterator[Any], timer: _Timer, part: str) -> Iterator[Any]:
+    """The items of `batches`, the time taken to produce each counted as `part`."""
     while True:
-        with timer("read"):
+        with timer(part):
             batch = next(batches, None)
         if batch is None:
             return
         yield batch
 
 
+def _write_tracks(batches: Iterator[Any], writer: store_io.VideoWriter, timer: _Timer) -> None:
+    """Write the chainer's batches as they come: gathering one (its collection) is track time."""
+    for part in _timed(batches, timer, "track"):
+        with timer("write"):
+            writer.add_tracks(part)
+
+
 def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) -> store_io.VideoWriter:
-    """Annotate one video into the store as it is decoded; returns the finished writer."""
+    """Annotate one video into the store as it is decoded; returns the finished writer.
+
+    The tracks' history while chaining is spilled to a temporary folder (in $TMPDIR, removed
+    when the video is done): about 2.5 bytes per point of the video's live tracks."""
+    with tempfile.TemporaryDirectory(prefix="trackprep-history-") as spill:
+        codec = store_io.HistoryCodec(spill_dir=spill)
+        try:
+            return _stream_into(task, ctx, root, timer, codec)
+        finally:
+            codec.close()
+
+
+def _stream_into(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer, codec: store_io.HistoryCodec) -> store_io.VideoWriter:
     size = tuple(ctx.config["size"])
     tracks_cfg = ctx.config["tracks"]
     with timer("read"):
@@ -175,15 +196,13 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
                 else:
                     chainer.advance(flow.forward[i], flow.backward[i])
             done = chainer.finished()
-        for part in done:  # gathered batch by batch (track time), written as it comes
-            with timer("write"):
-                writer.add_tracks(part)
+        _write_tracks(done, writer, timer)
         first += pairs
         drop = max(0, first - back) - base
         del frames[:drop], masks[:drop]
         base += drop
 
-    for batch in _timed_batches(iter_frame_batches(source, size=size), timer):
+    for batch in _timed(iter_frame_batches(source, size=size), timer, "read"):
         if writer is None:
             h, w = batch.frames.shape[1:3]
             with timer("write"):
@@ -193,7 +212,7 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
             chainer = (LongRangeChainer if long_range else TrackChainer)(
                 height=h, width=w, cycle_threshold=tracks_cfg["cycle_threshold"],
                 seed_stride=tracks_cfg["seed_stride"], min_length=tracks_cfg["min_track_length"],
-                history_codec=store_io.HistoryCodec(),
+                history_codec=codec,
             )
         with timer("write"):
             writer.write_frames(batch.first, batch.frames, batch.masks, batch.has_mask)
@@ -206,9 +225,7 @@ def _stream_video(task: VideoTask, ctx: RunContext, root: Any, timer: _Timer) ->
     with timer("track"):
         chainer.add_frame(mask=masks[first - base])
         done = chainer.close()
-    for part in done:
-        with timer("write"):
-            writer.add_tracks(part)
+    _write_tracks(done, writer, timer)
     return writer
 
 
