@@ -1,6 +1,7 @@
 """DINO-Tracker's optical-flow trajectory preprocessing, re-implemented to time it beside trackprep.
 
-DINO-Tracker (Tumanyan et al., ECCV 2024; github.com/AssafSinger94/dino-tracker, commit c29dc4b)
+DINO-Tracker (Tumanyan et al., ECCV 2024; github.com/AssafSinger94/dino-tracker: preprocessing/ and config/ at
+commit c29dc4b, data/data_utils.py at 23792f7, utils.py at d98a98b)
 builds its training trajectories in two scripts that `preprocessing/main_preprocessing.py` runs
 one after the other as child processes (its steps 1 and 4):
 

@@ -10,7 +10,7 @@ the frame or the video ends, and is kept when it spans >= 2 frames.
 
 from __future__ import annotations
 
-import sys
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,14 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import dino_tracker_reference as ref  # noqa: E402
+from trackprep.core.chaining import chain_tracks
+from trackprep.core.types import FlowPair
 
-from trackprep.core.chaining import chain_tracks  # noqa: E402
-from trackprep.core.types import FlowPair  # noqa: E402
+from conftest import REPO
+
+_spec = importlib.util.spec_from_file_location("dino_tracker_reference", REPO / "benchmarks" / "dino_tracker_reference.py")
+ref = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ref)
 
 T, H, W = 5, 12, 16
 SHIFT = np.array([2.0, 1.0], dtype=np.float32)  # (dx, dy) per frame
@@ -122,6 +125,10 @@ def test_direct_flow_filter_removes_drifting_trajectories() -> None:
     assert target_inside.any() and (~target_inside).any()
     assert (lengths[starts == 0][target_inside] == 2).all()
     assert (lengths[starts == 0][~target_inside] >= 2).all()
+    # Look-behind: frame 2 is consistent with frame 1 everywhere but the entering strip, yet
+    # the ended trajectories no longer pass through it, so it seeds far more than the strip.
+    strip = W * H - (W - 2) * (H - 1)
+    assert (starts == 2).sum() > 2 * strip
 
 
 def test_extract_and_split_end_to_end(tmp_path: Path) -> None:
