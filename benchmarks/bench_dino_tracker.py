@@ -198,13 +198,15 @@ def main() -> None:
                           f"dino longer {100 * a['dino longer']:.2f}%, shorter or dropped {100 * a['dino shorter or dropped']:.2f}% "
                           f"of all; same-length tracks differ by max {a['max diff px']:.4f} px (99th pct {a['p99 diff px']:.4f})")
         print(f"\nload average at the end {load()}")
-        print("| clip | trackprep wall s | dino-tracker, direct filter: s, ratio | no direct filter: s, ratio |")
+        print("| clip | trackprep s (CPU s) | dino-tracker, direct-flow filter: s (CPU s), ratio wall (CPU) | "
+              "no direct-flow filter: s (CPU s), ratio wall (CPU) |")
         print("|---|---:|---:|---:|")
         for name, runs in results.items():
-            base = statistics.median(x["wall"] for x in runs["trackprep"])
-            cells = [f"{statistics.median(x['wall'] for x in runs[p]):.2f}, "
-                     f"{statistics.median(x['wall'] for x in runs[p]) / base:.2f}x" for p in PROGRAMS[1:]]
-            print(f"| {name} | {base:.2f} | {' | '.join(cells)} |")
+            med = {p: {k: statistics.median(x[k] for x in runs[p]) for k in ("wall", "cpu")} for p in PROGRAMS}
+            base = med["trackprep"]
+            cells = [f"{med[p]['wall']:.2f} ({med[p]['cpu']:.2f}), {med[p]['wall'] / base['wall']:.2f}x "
+                     f"({med[p]['cpu'] / base['cpu']:.2f}x)" for p in PROGRAMS[1:]]
+            print(f"| {name} | {base['wall']:.2f} ({base['cpu']:.2f}) | {' | '.join(cells)} |")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
