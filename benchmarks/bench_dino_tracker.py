@@ -83,9 +83,12 @@ def timed_child(args: list[str], *, threads: int) -> tuple[float, float]:
 def run_trackprep(root: Path, out: Path, name: str, *, threads: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     wall, cpu = timed_child([*command("trackprep"), "annotate", "--dataset", "davis2016", "--root", str(root),
-                             "--out", str(out), "--flow", "dis", "--scheduler", "serial", "--quiet"], threads=threads)
+                             "--videos", name, "--out", str(out), "--flow", "dis", "--scheduler", "serial", "--quiet"], threads=threads)
     meta = json.loads((out / "davis2016" / name / "zarr.json").read_text())["attributes"]
-    video = trackprep.open_annotations(out)[f"davis2016/{name}"]
+    store = trackprep.open_annotations(out)
+    if list(store) != [f"davis2016/{name}"]:
+        raise SystemExit(f"{out}: expected the one video davis2016/{name}, got {list(store)}")
+    video = store[f"davis2016/{name}"]
     return {"wall": wall, "cpu": cpu, "flow": meta["timings_s"]["flow"], "tracks": video.num_tracks,
             "points": video.num_points}
 
