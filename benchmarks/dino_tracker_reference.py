@@ -265,6 +265,7 @@ def chain_trajectories(
     return kept
 
 
+@torch.no_grad()  # as the original's functions (a decorator, so no global state is left behind)
 def save_trajectories(
     *, frames_path: str | os.PathLike, output_path: str | os.PathLike, infer_res_size: tuple[int, int] | None,
     threshold: float = THRESHOLD, min_trajectory_length: int = MIN_TRAJECTORY_LENGTH,
@@ -274,7 +275,6 @@ def save_trajectories(
     """extract_trajectories.py end to end. Returns seconds per part: load (decoding and resizing,
     the direct flow's re-reading included), flow (every flow call, direct flows included), save,
     and chain (the rest: masks, chaining, direct-flow masks)."""
-    torch.set_grad_enabled(False)
     flows = flows or trackprep_dis()
     seconds = {"load": 0.0, "flow": 0.0}
 
