@@ -19,18 +19,20 @@ the forward-backward test the chain mode already applies (the same `cycle_step`)
   is its forward-backward error in px;
 - a track ends exactly where the chain mode ends the track of the same seed: each live point
   also carries its chain-mode position (plain one-frame chaining from its seed), and the track
-  ends at that position's first failed cycle test. Occlusions and track lengths are the chain
-  mode's; only positions change (a point none of whose candidates passes takes its chain-mode
-  position). Ending a track where the step from its corrected position fails instead kept
+  ends at that position's first failed cycle test. Occlusions and track lengths are those of
+  the chain mode's track from the same seed; only positions change (a point none of whose
+  candidates passes takes its chain-mode position). Ending a track where the step from its corrected position fails instead kept
   tracks alive along object edges that the chain mode ends, and the evaluation's 2-px blend of
   neighbouring tracks mixed their motion into queries on the adjacent surface: with oracle flow
   on the synthetic scenes, 0.1 lower PCK at 3 px than the chain mode although each track was
   more exact (benchmarks/eval_synthetic.py).
 
 Seeding, labels, records and the order tracks are handed out in are those of `TrackChainer`,
-which this extends (a frame's seeds fill the cells no track's chosen position covers). With
-exact flow every candidate is exact, so the tracks are as exact as chaining's. Memory: the live
-points' positions and costs at the last max(gaps) frames, and their chain-mode positions.
+which this extends (a frame's seeds fill the cells no track's chosen position covers, so seeds
+after frame 0 can differ from the chain mode's). With exact flow, candidates are exact away from
+motion boundaries (where bilinear sampling mixes two surfaces' flow), so tracks are at least as
+exact as chaining's. Memory: the live points' positions and costs at the last max(gaps) frames,
+and their chain-mode positions.
 """
 
 from __future__ import annotations
