@@ -22,7 +22,7 @@ from trackprep.core.chaining import TrackChainer, chain_tracks, cycle_step
 from trackprep.core.longrange import DEFAULT_GAPS, LongRangeChainer, check_gaps, gap_pairs
 from trackprep.core.synthetic import Layer, Scene, make_scene
 from trackprep.core.types import TrackSet
-from trackprep.eval.evaluate import evaluate_store
+from trackprep.eval.evaluate import TABLE_COLUMNS, evaluate_store
 from trackprep.eval.groundtruth import GroundTruthVideo, write_npz
 from trackprep.flow import make_estimator
 from trackprep.io import annotation_store as S
@@ -87,20 +87,38 @@ def test_oracle_flow_stays_as_exact_as_chaining():
     assert (long.lengths >= 8).sum() >= 0.99 * (chain.lengths >= 8).sum()
 
 
-def test_tracks_end_at_their_first_failed_one_frame_cycle_test():
-    """The occlusion rule of the chain mode: every kept step passes the one-frame cycle test from
-    the track's position, and a track that ends before the last frame fails it there."""
+def test_tracks_end_where_the_chain_mode_ends_them():
+    """The occlusion rule of the chain mode (DIS flow): every track ends at the first failed
+    one-frame cycle test of plain chaining from its seed, and the tracks seeded at frame 0 (the
+    same pixels in both modes) end exactly where the chain mode's tracks do."""
     scene = make_scene(seed=1, num_frames=10, height=64, width=96)
     frames, _ = scene.render()
     flow = make_estimator("dis").estimate_frames(frames)
     tracks = long_range_tracks(scene, "dis", min_length=1)
-    dense, visible = tracks.dense()
+    dense, _ = tracks.dense()
     ends = tracks.start + tracks.lengths - 1
+    # Replay plain chaining from every track's seed.
+    pos = torch.from_numpy(dense[np.arange(len(tracks)), tracks.start])
+    chain_end = np.full(len(tracks), scene.num_frames - 1)
+    alive = np.zeros(len(tracks), dtype=bool)
     for t in range(scene.num_frames - 1):
-        rows = np.flatnonzero(visible[:, t])
-        _, keep, _ = cycle_step(flow.forward[t], flow.backward[t], torch.from_numpy(dense[rows, t]), cycle_threshold=1.5)
-        np.testing.assert_array_equal(keep.numpy(), ends[rows] > t, err_msg=f"frame {t}")
+        alive |= tracks.start == t
+        nxt, keep, _ = cycle_step(flow.forward[t], flow.backward[t], pos, cycle_threshold=1.5)
+        chain_end[alive & ~keep.numpy()] = t
+        alive &= keep.numpy()
+        pos = torch.where(torch.from_numpy(alive).unsqueeze(1), nxt, pos)
+    np.testing.assert_array_equal(ends, chain_end)
     assert (ends < scene.num_frames - 1).sum() > 100  # occlusions and flow failures do end tracks
+
+    def end_per_first_frame_pixel(ts: TrackSet) -> np.ndarray:
+        rows = np.flatnonzero(ts.start == 0)
+        x, y = np.rint(ts.dense()[0][rows, 0]).astype(int).T
+        out = np.full(scene.height * scene.width, -1)
+        out[y * scene.width + x] = ts.lengths[rows] - 1
+        return out
+
+    np.testing.assert_array_equal(end_per_first_frame_pixel(tracks),
+                                  end_per_first_frame_pixel(chain_tracks(flow, min_length=1)))
 
 
 def test_dis_tracks_drift_less_than_chaining():
@@ -110,10 +128,11 @@ def test_dis_tracks_drift_less_than_chaining():
     assert (e_long < 1).mean() > (e_chain < 1).mean()
 
 
-@pytest.mark.parametrize("jump, taken", [(2.0, True), (3.0, False)])
+@pytest.mark.parametrize("jump, taken", [(1.0, True), (2.0, False)])
 def test_lower_cost_candidate_is_taken_only_within_the_agreement_radius(jump, taken):
     """Frame 2 is reached by one-frame steps of 0 px (cycle error 0.5 px: cost 0.5) or by a
-    2-frame step of `jump` px (cycle error 0: cost 0); the cheaper chain wins only within 2.5 px."""
+    2-frame step of `jump` px (cycle error 0: cost 0); the cheaper chain wins only within the
+    cycle threshold (1.5 px) of the one-frame step."""
     size = 16
     chainer = LongRangeChainer(height=size, width=size)
     zero = torch.zeros(2, size, size)
@@ -229,21 +248,39 @@ def _ground_truth(dataset: Path, names: list[str], *, points: int) -> list[Groun
     return videos
 
 
-def test_tapvid_scores_with_dis_beat_the_chain_mode(tmp_path):
-    """The must-show of issue 17 on small scenes: position accuracy and AJ above the chain mode's,
-    occlusion accuracy not lower (TAP-Vid metrics against exact ground truth, query mode first)."""
+def _tapvid_scores(tmp_path: Path, flow: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(chain, longrange) mean TAP-Vid scores and PCK of two small synthetic videos annotated
+    with `flow`, against 400 exact ground-truth tracks each (query mode first)."""
     root = tmp_path / "synthetic"
     names = write_synthetic_dataset(root, num_videos=2, seed=0, num_frames=16, height=96, width=160)
     write_npz(tmp_path / "gt.npz", _ground_truth(root, names, points=400))
     scores = {}
     for tracker in ("chain", "longrange"):
-        cfg = resolve_config(overrides={"size": [96, 160], "flow": {"name": "dis"}, "tracks": {"tracker": tracker}})
+        cfg = resolve_config(overrides={"size": [96, 160], "flow": {"name": flow}, "tracks": {"tracker": tracker}})
         annotate(datasets=[("synthetic", root)], out=tmp_path / f"{tracker}.zarr", config=cfg, scheduler="serial")
         scores[tracker] = evaluate_store(tmp_path / f"{tracker}.zarr", tmp_path / "gt.npz", mode="first").mean
-    chain, long = scores["chain"], scores["longrange"]
-    assert long["position_accuracy"] > chain["position_accuracy"], scores
-    assert long["average_jaccard"] > chain["average_jaccard"], scores
-    assert long["occlusion_accuracy"] >= chain["occlusion_accuracy"], scores
+    return scores["chain"], scores["longrange"]
+
+
+def test_tapvid_scores_with_dis_beat_the_chain_mode(tmp_path):
+    """The must-show of issue 17 on small scenes: position accuracy and AJ above the chain mode's,
+    occlusion accuracy not lower (TAP-Vid metrics against exact ground truth, query mode first)."""
+    chain, long = _tapvid_scores(tmp_path, "dis")
+    assert long["position_accuracy"] > chain["position_accuracy"], (chain, long)
+    assert long["average_jaccard"] > chain["average_jaccard"], (chain, long)
+    assert long["occlusion_accuracy"] >= chain["occlusion_accuracy"], (chain, long)
+
+
+def test_tapvid_scores_with_oracle_flow_not_below_the_chain_mode(tmp_path):
+    """With exact flow, the long-range mode is as exact as the chain mode: no figure of the
+    README's table more than 0.05 points below it (on other scenes the two differ by up to 0.04
+    either way). Tracks that ended where the step from their corrected position failed outlived
+    the chain mode's along object edges, and the 2-px blend that answers a query mixed their
+    motion into queries on the adjacent surface: PCK at 3 px fell 0.13 below the chain mode's
+    (95.58 against 95.71)."""
+    chain, long = _tapvid_scores(tmp_path, "oracle")
+    for key, _ in TABLE_COLUMNS:
+        assert long[key] >= chain[key] - 0.05, (key, chain, long)
 
 
 def test_davis_foreground_share_and_long_tracks_not_lower(shared_data, tmp_path):
