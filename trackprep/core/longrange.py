@@ -21,8 +21,9 @@ the forward-backward test the chain mode already applies (the same `cycle_step`)
   also carries its chain-mode position (plain one-frame chaining from its seed), and the track
   ends at that position's first failed cycle test. Occlusions and track lengths are those of
   the chain mode's track from the same seed; only positions change (a point none of whose
-  candidates passes takes its chain-mode position). Ending a track where the step from its corrected position fails instead kept
-  tracks alive along object edges that the chain mode ends, and the evaluation's 2-px blend of
+  candidates passes takes its chain-mode position). Ending a track where the step from its
+  corrected position fails instead kept tracks alive along object edges that the chain mode
+  ends, and the evaluation's 2-px blend of
   neighbouring tracks mixed their motion into queries on the adjacent surface: with oracle flow
   on the synthetic scenes, 0.1 lower PCK at 3 px than the chain mode although each track was
   more exact (benchmarks/eval_synthetic.py).
