@@ -389,3 +389,29 @@ def test_torchrun_two_processes_train_data_parallel(work, store, tiny_model):
     # Each process drew its own noise stream.
     r0, r1 = load_file(str(last / "rng-0.safetensors")), load_file(str(last / "rng-1.safetensors"))
     assert not torch.equal(r0["generator"], r1["generator"])
+
+
+def test_a_run_on_fp16_weights_loads_every_component_from_them(work, store, tiny_model):
+    """A base folder holding both weight sets, trained with --weights-variant fp16: the run's
+    pipeline (and its exported model) read the VAE and image encoder of the fp16 files, as
+    training did, not the plain ones beside them."""
+    import shutil
+
+    from diffusers import StableVideoDiffusionPipeline
+
+    both = work / "both-variants"
+    shutil.copytree(tiny_model, both)
+    half = StableVideoDiffusionPipeline.from_pretrained(both)
+    with torch.no_grad():
+        for p in [*half.vae.parameters(), *half.image_encoder.parameters()]:
+            p.add_(0.25)  # the fp16 set differs from the plain one
+    half.to(torch.float16).save_pretrained(both, variant="fp16")
+    out = work / "run-fp16"
+    result = runner.invoke(app, ["train", "--store", str(store), "--pretrained", str(both), "--out", str(out),
+                                 "--weights-variant", "fp16", "--max-steps", "1", "--checkpoint-every", "1",
+                                 "--num-workers", "0", "--num-pairs", "64"])
+    assert result.exit_code == 0, result.output
+    for pipe in (load_pipeline(out), track4gen.load_pipeline(out / "model")):
+        for name in ("vae", "image_encoder"):
+            got, want = getattr(pipe, name).state_dict(), getattr(half, name).state_dict()
+            assert all(torch.equal(v, want[k].float()) for k, v in got.items()), name

@@ -109,16 +109,15 @@ def load_pipeline(path: str | os.PathLike, *, pretrained: str | None = None, ema
 
     p = Path(path)
     if is_model_folder(p):
-        base = p
-        unet = Track4GenUNet.from_pretrained(str(p), subfolder="unet", local_files_only=True,
-                                             variant=resolve_variant(p))
+        base, variant = p, resolve_variant(p)
+        unet = Track4GenUNet.from_pretrained(str(p), subfolder="unet", local_files_only=True, variant=variant)
     else:
         where = find_checkpoint(p)  # verified once: hashing a full-size checkpoint takes seconds
         base, config = _checkpoint_base(where, pretrained)
+        # The run's --weights-variant for every component, as training loaded them.
+        variant = resolve_variant(base, variant=config.get("weights_variant"))
         unet = _unet_from(where, base, config, ema=ema, dtype=dtype)
-    pipe = StableVideoDiffusionPipeline.from_pretrained(
-        str(base), unet=unet, local_files_only=True, variant=resolve_variant(base),
-    )
+    pipe = StableVideoDiffusionPipeline.from_pretrained(str(base), unet=unet, local_files_only=True, variant=variant)
     # Cast after loading (from_pretrained's dtype argument changed name across diffusers versions).
     pipe.to(device=device, dtype=dtype)
     return pipe
