@@ -415,3 +415,17 @@ def test_a_run_on_fp16_weights_loads_every_component_from_them(work, store, tiny
         for name in ("vae", "image_encoder"):
             got, want = getattr(pipe, name).state_dict(), getattr(half, name).state_dict()
             assert all(torch.equal(v, want[k].float()) for k, v in got.items()), name
+
+
+def test_each_train_command_logs_on_its_own_stderr(work, store, tiny_model, capsys):
+    """Two in-process invocations: each one's progress lines reach its own output, and none is
+    written to the first invocation's stream after it closed ("--- Logging error ---")."""
+    outputs = []
+    for k in range(2):
+        result = runner.invoke(app, ["train", "--store", str(store), "--pretrained", str(tiny_model),
+                                     "--out", str(work / f"log-run{k}"), "--max-steps", "1", "--checkpoint-every", "1",
+                                     "--num-workers", "0", "--num-pairs", "64", "--no-export"])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.output)
+    assert all("track4gen.train variant track4gen: training" in o and "track4gen.train step 1 " in o for o in outputs)
+    assert "Logging error" not in capsys.readouterr().err

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
@@ -74,7 +76,6 @@ def train_cli(
     """Fine-tune SVD with the refiner and correspondence loss (runs under `accelerate launch` too)."""
     from track4gen.train import TrainConfig, train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cfg = TrainConfig(
         store=str(store), pretrained=pretrained, out=str(out) if out is not None else None, variant=variant,
         max_steps=max_steps, batch_size=batch_size,
@@ -86,11 +87,29 @@ def train_cli(
         ema_decay=ema_decay, checkpoint_every=checkpoint_every, checkpoints_total_limit=checkpoints_total_limit,
         resume=resume, export=export, num_workers=num_workers, seed=seed, weights_variant=weights_variant, cpu=cpu,
     )
-    with user_errors(FileNotFoundError, ValueError):
+    with user_errors(FileNotFoundError, ValueError), _progress_log():
         result = train(cfg)
     typer.echo(f"trained steps {result.first_step}..{result.last_step}; last checkpoint "
                f"{result.checkpoints[-1] if result.checkpoints else '-'}"
                + (f"; model {Path(cfg.out) / EXPORT_DIR}" if cfg.export else ""))
+
+
+@contextlib.contextmanager
+def _progress_log() -> Iterator[None]:
+    """track4gen's INFO log lines on this command's stderr, for the command only: a handler left
+    on the root logger (logging.basicConfig) would keep writing to the first caller's stream,
+    closed by then when the CLI is invoked in-process (tests, notebooks)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    log = logging.getLogger("track4gen")
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 @app.command("export")
