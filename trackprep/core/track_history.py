@@ -29,7 +29,7 @@ import numpy as np
 from trackprep.core.types import VOID, TrackSet, ragged_ranges
 
 # Points per batch of handed-out tracks (and per step of a collection's pass).
-OUT_POINTS = 1 << 20
+OUT_POINTS = 1 << 18
 # Points per encoded part of a block: the unit of decoding (2 MiB of float32 x, y).
 PART_POINTS = 1 << 18
 
