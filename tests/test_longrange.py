@@ -18,7 +18,7 @@ import torch
 
 import trackprep
 from trackprep.config import ConfigError, annotation_fingerprint, resolve_config
-from trackprep.core.chaining import TrackChainer, chain_tracks, cycle_step
+from trackprep.core.chaining import chain_tracks, cycle_step
 from trackprep.core.longrange import DEFAULT_GAPS, LongRangeChainer, check_gaps, gap_pairs
 from trackprep.core.synthetic import Layer, Scene, make_scene
 from trackprep.core.types import TrackSet

@@ -23,7 +23,7 @@ import torch
 from trackprep.core.labels import nearest_pixel
 from trackprep.core.sampling import sample_bilinear
 from trackprep.core.track_history import HistoryCodec, TrackHistory
-from trackprep.core.types import VOID, FlowPair, TrackSet
+from trackprep.core.types import VOID, FlowPair, TrackSet, point_items, ragged_offsets
 
 # Collections of ended tracks (trackprep.core.track_history), decided frame by frame: when the
 # points of the tracks ended since the last one reach the live tracks' points so far (a copying
@@ -300,12 +300,11 @@ class TrackChainer:
         last = np.full(ids.shape[0], self._rec_frames[-1] if self._rec_frames else -1, dtype=np.int64)
         last[e_slots] = e_frame
         lengths = np.maximum(last - first + 1, 0)
-        off = np.zeros(ids.shape[0], dtype=np.int64)
-        np.cumsum(lengths[:-1], out=off[1:])
-        points = np.empty((int(lengths.sum()), 2), dtype=np.float32)
-        flat, base = points.view(np.int64).reshape(-1), off - first  # one 8-byte (x, y) item per point
+        off = ragged_offsets(lengths)
+        points = np.empty((int(off[-1]), 2), dtype=np.float32)
+        flat, base = point_items(points), off[:-1] - first
         for frame, slots, pos in zip(self._rec_frames, self._rec_slots, self._rec_pos):
-            flat[base[slots] + frame] = np.ascontiguousarray(pos).view(np.int64).reshape(-1)
+            flat[base[slots] + frame] = point_items(pos)
         self._rec_slots, self._rec_pos, self._rec_frames, self._seeded = [], [], [], []
         has = np.flatnonzero(lengths)
         self.history.add_window(new_ids=new_ids, new_start=new_start, ids=ids[has], lengths=lengths[has],

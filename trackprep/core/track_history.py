@@ -26,7 +26,7 @@ from typing import Iterator, Protocol
 
 import numpy as np
 
-from trackprep.core.types import VOID, TrackSet, ragged_ranges
+from trackprep.core.types import VOID, TrackSet, point_items, ragged_offsets, ragged_ranges
 
 # Points per batch of handed-out tracks (and per step of a collection's pass).
 OUT_POINTS = 1 << 18
@@ -169,8 +169,7 @@ class TrackHistory:
         rows = np.searchsorted(self.ids, ended_ids)
         self.end[rows], self.labels[rows] = ended_frame, ended_labels
         builder = _BlockBuilder(self.codec)
-        off = np.zeros(ids.shape[0] + 1, dtype=np.int64)
-        np.cumsum(lengths, out=off[1:])
+        off = ragged_offsets(lengths)
         step = 1 << 16  # tracks per add: bounded copies of the window's points
         for a in range(0, ids.shape[0], step):
             z = min(a + step, ids.shape[0])
@@ -202,12 +201,11 @@ class TrackHistory:
             give = np.flatnonzero(out[a:z] & (lengths >= self.min_length))
             keep = np.flatnonzero(~out[a:z])
             order = np.concatenate([give, keep, np.flatnonzero(out[a:z] & (lengths < self.min_length))])
-            off = np.zeros(z - a + 1, dtype=np.int64)
-            np.cumsum(lengths[order], out=off[1:])
+            off = ragged_offsets(lengths[order])
             row_off = np.empty(z - a, dtype=np.int64)
             row_off[order] = off[:-1]
             buf = np.empty((int(off[-1]), 2), dtype=np.float32)
-            flat = buf.view(np.int64).reshape(-1)  # one 8-byte (x, y) item per point: fast scatter
+            flat = point_items(buf)
             for k, block in enumerate(self.blocks):  # oldest first: pieces in frame order
                 j0, p0 = cursors[k]
                 j1 = block.count_upto(int(self.ids[z - 1]))
@@ -217,14 +215,12 @@ class TrackHistory:
                 piece = block.lengths[j0:j1].astype(np.int64)
                 p1 = p0 + int(piece.sum())
                 pieces = block.read(p0, p1, self.codec)
-                flat[ragged_ranges(row_off[local], piece)] = np.ascontiguousarray(pieces).view(np.int64).reshape(-1)
+                flat[ragged_ranges(row_off[local], piece)] = point_items(pieces)
                 row_off[local] += piece
                 cursors[k] = (j1, p1)
             n_give, n_keep = int(lengths[give].sum()), int(lengths[keep].sum())
             if give.size:
-                g_off = np.zeros(give.shape[0] + 1, dtype=np.int64)
-                np.cumsum(lengths[give], out=g_off[1:])
-                yield TrackSet(num_frames=frame + 1, start=self.start[a + give], offsets=g_off,
+                yield TrackSet(num_frames=frame + 1, start=self.start[a + give], offsets=ragged_offsets(lengths[give]),
                                points=buf[:n_give], labels=self.labels[a + give])
             kept.add(self.ids[a + keep], lengths[keep], buf[n_give : n_give + n_keep])
         for block in self.blocks:

@@ -20,6 +20,19 @@ if TYPE_CHECKING:  # imported where a FlowPair is checked, so that readers and c
 VOID = 255  # mask value for "not annotated" pixels (DAVIS) and unknown track labels
 
 
+def ragged_offsets(lengths: np.ndarray) -> np.ndarray:
+    """int64 [n + 1]: where each row of a ragged array with these lengths starts, then the total."""
+    offsets = np.zeros(np.shape(lengths)[0] + 1, dtype=np.int64)
+    np.cumsum(lengths, dtype=np.int64, out=offsets[1:])
+    return offsets
+
+
+def point_items(points: np.ndarray) -> np.ndarray:
+    """float32 [p, 2] (x, y) as int64 [p], one 8-byte item per point (a view when contiguous):
+    scattering and gathering whole points this way is several times faster than row indexing."""
+    return np.ascontiguousarray(points, dtype=np.float32).view(np.int64).reshape(-1)
+
+
 def ragged_ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """int64 indices of the concatenated ranges starts[i] .. starts[i] + lengths[i] - 1: the
     gather that turns rows of a ragged array into its points."""
@@ -168,8 +181,7 @@ class TrackSet:
         """A TrackSet holding only the given rows, in the given order."""
         rows = np.asarray(rows, dtype=np.int64)
         lengths = self.lengths[rows]
-        offsets = np.zeros(rows.shape[0] + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        offsets = ragged_offsets(lengths)
         return TrackSet(
             num_frames=self.num_frames,
             start=self.start[rows],
@@ -183,8 +195,7 @@ class TrackSet:
         """The tracks of `parts` one after another (e.g. the batches a TrackChainer hands out)."""
         num_frames = max([p.num_frames for p in parts], default=0) if num_frames is None else num_frames
         lengths = np.concatenate([p.lengths for p in parts]) if parts else np.zeros(0, np.int64)
-        offsets = np.zeros(lengths.shape[0] + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        offsets = ragged_offsets(lengths)
         return cls(
             num_frames=num_frames,
             start=np.concatenate([p.start for p in parts]) if parts else np.zeros(0, np.int32),

@@ -22,7 +22,7 @@ import numpy as np
 import zarr
 
 from trackprep.core.labels import is_foreground
-from trackprep.core.types import ragged_ranges
+from trackprep.core.types import ragged_offsets, ragged_ranges
 from trackprep.io import annotation_store as store_io
 from trackprep.io import schema
 
@@ -63,8 +63,7 @@ class VideoAnnotations:
         self.start = np.asarray(arrays[schema.START.name][:], dtype=np.int64)  # [N]
         self.length = np.asarray(arrays[schema.LENGTH.name][:], dtype=np.int64)  # [N]
         self.labels = np.asarray(arrays[schema.LABELS.name][:], dtype=np.uint8)  # [N]
-        self.offsets = np.zeros(self.start.shape[0] + 1, dtype=np.int64)
-        np.cumsum(self.length, out=self.offsets[1:])
+        self.offsets = ragged_offsets(self.length)
 
     @property
     def num_frames(self) -> int:
